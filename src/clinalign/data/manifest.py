@@ -1,0 +1,82 @@
+"""The generic manifest: a CSV or JSONL with ``image``, ``label`` and optional ``split``, ``patient_id``, ``id``."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+from clinalign.data.records import Record
+from clinalign.errors import DataError
+from clinalign.utils.io import read_jsonl
+
+_KNOWN = {"id", "image", "label", "split", "patient_id"}
+
+
+def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return [(i + 1, row) for i, row in enumerate(read_jsonl(path))]
+    if suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            # line numbers count the header as line 1
+            return [(i + 2, dict(row)) for i, row in enumerate(reader)]
+    raise DataError(f"{path}: unsupported manifest type '{suffix}'. Use a .csv, .tsv or .jsonl file.")
+
+
+def read_manifest(
+    path: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    check_images: bool = True,
+) -> list[Record]:
+    """Read a generic manifest into :class:`Record` objects.
+
+    Relative image paths resolve against ``image_root`` (default: the manifest's folder). Rows are
+    filtered to ``split`` when given. With ``check_images``, a missing image file is an error naming
+    the row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found. Check the path.")
+    root = Path(image_root) if image_root is not None else path.parent
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    for line, row in _rows(path):
+        for required in ("image", "label"):
+            value = row.get(required)
+            if value is None or str(value).strip() == "":
+                raise DataError(
+                    f"{path}, row at line {line}: missing '{required}'. A manifest needs 'image' and 'label' columns."
+                )
+        image = Path(str(row["image"]))
+        if not image.is_absolute():
+            image = root / image
+        if check_images and not image.is_file():
+            raise DataError(f"{path}, row at line {line}: image '{row['image']}' not found (looked for {image}).")
+        record_id = str(row.get("id") or row["image"])
+        if record_id in seen:
+            raise DataError(
+                f"{path}, row at line {line}: duplicate id '{record_id}' (first at line {seen[record_id]})."
+            )
+        seen[record_id] = line
+        row_split = row.get("split") or None
+        if split is not None and row_split != split:
+            continue
+        records.append(
+            Record(
+                id=record_id,
+                image=image,
+                label=str(row["label"]).strip(),
+                split=row_split,
+                patient_id=(str(row["patient_id"]) if row.get("patient_id") not in (None, "") else None),
+                metadata={k: v for k, v in row.items() if k not in _KNOWN},
+            )
+        )
+    if not records:
+        where = f" with split '{split}'" if split is not None else ""
+        raise DataError(f"{path}: the manifest has no rows{where}.")
+    return records
