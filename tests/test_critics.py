@@ -200,3 +200,40 @@ def test_import_clinalign_is_light():
     code = f"import sys, clinalign; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("size", [(32, 32), (40, 24), (64, 64)])
+def test_siglip2_naflex_matches_its_processor(tmp_path_factory, size):
+    from transformers import AutoImageProcessor, AutoModel
+
+    from clinalign.testing import build_tiny_siglip2
+
+    directory = build_tiny_siglip2(tmp_path_factory.mktemp("siglip2"))
+    critic = load_critic(directory)
+    model = AutoModel.from_pretrained(directory).eval()
+    processor = AutoImageProcessor.from_pretrained(directory)
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(2)]
+    tensor = torch.stack([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in arrays]).requires_grad_(True)
+    inputs = processor(images=[Image.fromarray(a) for a in arrays], return_tensors="pt")
+    with torch.no_grad():
+        expected = model.get_image_features(**inputs)
+        expected = _normalize(getattr(expected, "pooler_output", expected).numpy())
+    ours = critic.encode_images(tensor)
+    # sizes already on the patch grid need no resize and agree exactly; 64x64 is downscaled by two
+    # different antialiased bilinear implementations (torchvision vs F.interpolate)
+    atol = 1e-5 if size != (64, 64) else 5e-2
+    np.testing.assert_allclose(ours.detach().numpy(), expected, atol=atol)
+    ours.sum().backward()
+    assert tensor.grad.abs().sum() > 0
+    assert critic.pad_to_max_length
+
+
+def test_naflex_target_size_respects_budget():
+    from clinalign.critics.naflex import naflex_target_size
+
+    for height, width in [(448, 448), (512, 300), (100, 900), (7, 7)]:
+        h, w = naflex_target_size(height, width, 16, 256)
+        assert h % 16 == 0 and w % 16 == 0 and (h // 16) * (w // 16) <= 256
+        # one more patch step on the longer side would exceed the budget or the aspect ratio
+        assert ((h + 16) // 16) * ((w + 16) // 16) > 256 or min(h, w) == 16

@@ -55,6 +55,10 @@ class Critic(ABC):
     def _token_lengths(self, texts: list[str]) -> list[int]:
         """Untruncated token counts, to report how many texts exceed ``max_text_tokens``."""
 
+    def _prepare_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable preprocessing of [B,3,H,W] float32 pixels in [0,1]; backends may override."""
+        return preprocess_images(images, self.preprocess_config)
+
     # ------------------------------------------------------------------ properties
     @property
     def module(self) -> torch.nn.Module:
@@ -99,7 +103,7 @@ class Critic(ABC):
         images = self._validate_images(images)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        pixels = preprocess_images(images.to(self.device, torch.float32), self.preprocess_config)
+        pixels = self._prepare_pixels(images.to(self.device, torch.float32))
         features = self._image_features(pixels.to(self.dtype))
         self.image_encoder_calls += 1
         return torch.nn.functional.normalize(features.float(), dim=-1)

@@ -103,6 +103,37 @@ def build_tiny_siglip(
     return out
 
 
+def build_tiny_siglip2(
+    out_dir: str | os.PathLike[str],
+    *,
+    patch_size: int = 8,
+    max_num_patches: int = 16,
+    hidden_size: int = 32,
+    layers: int = 2,
+    max_text_tokens: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised tiny SigLIP 2 (NaFlex) model + tokenizer + image processor to ``out_dir``."""
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+
+    out = Path(out_dir)
+    tokenizer = build_word_tokenizer(out, model_max_length=max_text_tokens, bos=False)
+    torch.manual_seed(seed)
+    common = {"hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_hidden_layers": layers}
+    text = {
+        **common,
+        "vocab_size": len(tokenizer),
+        "num_attention_heads": 2,
+        "max_position_embeddings": max_text_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    vision = {**common, "num_attention_heads": 2, "patch_size": patch_size, "num_patches": max_num_patches}
+    Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)).save_pretrained(out, safe_serialization=True)
+    Siglip2ImageProcessor(patch_size=patch_size, max_num_patches=max_num_patches).save_pretrained(out)
+    return out
+
+
 def build_tiny_open_clip(
     out_dir: str | os.PathLike[str],
     *,
