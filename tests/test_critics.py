@@ -132,9 +132,10 @@ def test_truncation_warning_counts_long_texts(siglip_critic):
     assert len(messages) == 1 and messages[0].startswith("2 of 3 new texts exceed") and "64 tokens" in messages[0]
 
 
-def test_bf16_critic_returns_float32_embeddings(tiny_clip_dir):
-    critic = load_critic(tiny_clip_dir, dtype="bf16", device="cpu")
-    assert critic.dtype == torch.bfloat16
+@pytest.mark.parametrize(("dtype", "torch_dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_half_precision_critic_returns_float32_embeddings(tiny_clip_dir, dtype, torch_dtype):
+    critic = load_critic(tiny_clip_dir, dtype=dtype, device="cpu")
+    assert critic.dtype == torch_dtype
     images = torch.rand(2, 3, 32, 32, requires_grad=True)
     out = critic.encode_images(images)
     assert out.dtype == torch.float32
@@ -237,3 +238,17 @@ def test_naflex_target_size_respects_budget():
         assert h % 16 == 0 and w % 16 == 0 and (h // 16) * (w // 16) <= 256
         # one more patch step on the longer side would exceed the budget or the aspect ratio
         assert ((h + 16) // 16) * ((w + 16) // 16) > 256 or min(h, w) == 16
+
+
+def test_fingerprint_identifies_the_model_not_the_path(tmp_path, tiny_clip_dir, clip_critic, siglip_critic):
+    import shutil
+
+    from clinalign.critics import same_model
+
+    copy = shutil.copytree(tiny_clip_dir, tmp_path / "copy_of_clip")
+    copied = load_critic(copy)
+    assert copied.name != clip_critic.name
+    assert copied.fingerprint == clip_critic.fingerprint != siglip_critic.fingerprint
+    assert same_model(copied, clip_critic.identity())
+    assert not same_model(siglip_critic, clip_critic.identity())
+    assert same_model(clip_critic, clip_critic.name) and not same_model(copied, clip_critic.name)
