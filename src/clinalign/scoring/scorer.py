@@ -109,11 +109,9 @@ class CASScores:
         """One dict per image: id, label, predicted, the primitives, CAS, plus any extra columns."""
         out = []
         for i in range(len(self)):
-            row: dict[str, Any] = {}
+            row: dict[str, Any] = {key: values[i] for key, values in self.extra.items()}
             if self.ids is not None:
                 row["id"] = self.ids[i]
-            for key, values in self.extra.items():
-                row[key] = values[i]
             row.update(
                 {
                     "label": self.labels[i],
@@ -123,19 +121,20 @@ class CASScores:
                     "dd": float(self.dd[i]),
                     "sfs": None if self.sfs is None else float(self.sfs[i]),
                     "cas": float(self.cas[i]),
+                    # in every row, so a CSV read on its own still says how CAS was computed
+                    "cas_primitives": "+".join(self.primitives),
                 }
             )
             out.append(row)
         return out
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write one row per image (atomically). An absent SFS is an empty cell; the CAS definition
-        goes in a leading ``#`` comment line so the file says how it was computed."""
+        """Write one row per image (atomically). An absent SFS is an empty cell; the ``cas_primitives``
+        column says which primitives each CAS averages (``vdc+ccs+dd`` without references)."""
         path = Path(path)
         rows = self.rows()
-        columns = list(rows[0]) if rows else ["label", "predicted", "vdc", "ccs", "dd", "sfs", "cas"]
+        columns = list(rows[0]) if rows else ["label", "predicted", "vdc", "ccs", "dd", "sfs", "cas", "cas_primitives"]
         with atomic_open(path, "w") as handle:
-            handle.write(f"# {describe_cas(self.primitives, self.dd_mode)}{'; ' + self.note if self.note else ''}\n")
             writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             for row in rows:
