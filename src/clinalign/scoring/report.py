@@ -458,9 +458,11 @@ def write_report(report: CASReport, config: ScoreCASConfig) -> dict[str, Path]:
         lowest = {}
         for method, group in report.runs.items():
             items = [
-                (p, float(c), lab)
+                (path, float(cas), label if label == predicted else f"{label} (probe: {predicted})")
                 for r in group
-                for p, c, lab in zip(r.image_set.paths, r.scores.cas, r.scores.labels, strict=True)
+                for path, cas, label, predicted in zip(
+                    r.image_set.paths, r.scores.cas, r.scores.labels, r.scores.predicted, strict=True
+                )
             ]
             items.sort(key=lambda item: item[1])
             lowest[method] = items[: config.n_lowest]
