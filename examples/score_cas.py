@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -91,8 +92,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/score_cas_example"))
     args = parser.parse_args()
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix="clinalign_score_cas_"))
+    try:
+        run(work, args.out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, out: Path) -> None:
+    rng = np.random.default_rng(0)
 
     # --- models: the training critic and a *different* evaluator
     training_critic = load_critic(build_tiny_clip(work / "training_critic"), device="cpu")
@@ -143,7 +151,7 @@ def main() -> None:
         evaluator=evaluator.name,
         probe=str(work / "probe"),
         n_boot=500,
-        out=str(args.out),
+        out=str(out),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("default")

@@ -159,15 +159,10 @@ class CASReport:
 # ---------------------------------------------------------------------- loading
 
 
-def _load_models(config: ScoreCASConfig):
+def _load_evaluator(config: ScoreCASConfig):
     from clinalign.critics import load_critic
-    from clinalign.probe import LinearProbe
 
-    evaluator = load_critic(
-        config.evaluator, backend=config.evaluator_backend, device=config.device, dtype=config.dtype
-    )
-    probe = LinearProbe.load(config.probe, critic_name=evaluator.name, embed_dim=evaluator.embed_dim)
-    return evaluator, probe
+    return load_critic(config.evaluator, backend=config.evaluator_backend, device=config.device, dtype=config.dtype)
 
 
 def _load_batch(paths: list[Path], size: int) -> torch.Tensor:
@@ -242,9 +237,12 @@ def evaluate_cas(
     """
     if (evaluator is None) != (probe is None):
         raise ConfigError("pass both evaluator and probe, or neither (then they load from the config).")
-    # read and validate every input before the evaluator runs, so bad rows fail in seconds
-    if evaluator is None:
-        evaluator, probe = _load_models(config)
+    # read and validate every input before the evaluator loads, so bad rows fail in seconds; the
+    # probe-evaluator match is checked by CASScorer once both are there
+    if probe is None:
+        from clinalign.probe import LinearProbe
+
+        probe = LinearProbe.load(config.probe)
     classes = list(probe.class_names)
     checklists = read_checklists(config.checklists) if config.checklists else None
     real = read_real_set(
@@ -258,6 +256,9 @@ def evaluate_cas(
             _check_references(image_set, real)
             sets[method].append(image_set)
 
+    if evaluator is None:
+        evaluator = _load_evaluator(config)
+    scorer = CASScorer(evaluator, probe, dd_mode=config.dd_mode, batch_size=config.batch_size)
     notes: list[str] = []
     leakage: list[str] = []
     for group in sets.values():
@@ -274,7 +275,6 @@ def evaluate_cas(
             "the same way so τ is comparable."
         )
 
-    scorer = CASScorer(evaluator, probe, dd_mode=config.dd_mode, batch_size=config.batch_size)
     # the real images are embedded once: as the reference distribution and as SFS references
     real_embeddings = _embed_files(scorer, real.paths, progress=progress)
     scorer.cache_references(real.ids, real_embeddings)
