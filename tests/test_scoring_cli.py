@@ -279,3 +279,42 @@ def test_table_renderers():
     assert r"Demo\_1 \& co" in latex and r"a\_b & 0.500 $\pm$ 0.010 \\" in latex and r"c & -- \\" in latex
     assert table.to_csv().splitlines() == ["method,cas,cas_std", "a_b,0.5,0.01", "c,,"]
     assert comparison_table({}).rows == []
+
+
+def test_rerun_reuses_cached_embeddings(world, clip_critic, tmp_path):
+    from clinalign.probe import LinearProbe
+
+    config = ScoreCASConfig(
+        methods={"craft": [str(world["good"][0])]},
+        real=str(world["real"]),
+        checklists=str(world["checklists"]),
+        evaluator=clip_critic.name,
+        probe=str(world["probe"]),
+        n_boot=50,
+        n_lowest=0,
+        out=str(tmp_path / "out"),
+    )
+    probe = LinearProbe.load(world["probe"])
+    first = evaluate_cas(config, evaluator=clip_critic, probe=probe, progress=False)
+    assert len(list((tmp_path / "out" / "cache").glob("*.safetensors"))) == 2
+    calls = clip_critic.image_encoder_calls
+    # a rerun with another DD mode recomputes the scores from cached embeddings: no image encoder call
+    second = evaluate_cas(
+        config.model_copy(update={"dd_mode": "probability"}), evaluator=clip_critic, probe=probe, progress=False
+    )
+    assert clip_critic.image_encoder_calls == calls
+    np.testing.assert_allclose(second.method_scores("craft").vdc, first.method_scores("craft").vdc, atol=1e-7)
+    assert not np.array_equal(second.method_scores("craft").dd, first.method_scores("craft").dd)
+    # a regenerated image invalidates its set's cache only
+    victim = world["good"][0] / "images" / "000000_000.png"
+    victim.write_bytes(victim.read_bytes())
+    import os
+
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    evaluate_cas(config, evaluator=clip_critic, probe=probe, progress=False)
+    assert clip_critic.image_encoder_calls == calls + 1  # 18 images, one batch of 32
+    # --no-cache: nothing read or written
+    evaluate_cas(
+        config.model_copy(update={"cache": False, "out": str(tmp_path / "o2")}), evaluator=clip_critic, probe=probe
+    )
+    assert not (tmp_path / "o2" / "cache").exists()

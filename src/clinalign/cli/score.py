@@ -52,6 +52,9 @@ def score_cas(
     n_lowest: int = typer.Option(8, "--n-lowest", help="Lowest-CAS images per method in lowest_cas.png (0: none)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda when available)."),
     dtype: str = typer.Option("fp32", "--dtype", help="Evaluator weights dtype: fp32, bf16, fp16."),
+    cache: bool = typer.Option(
+        True, "--cache/--no-cache", help="Reuse image embeddings in OUT/cache from an earlier (interrupted) run."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Score generated images with CAS in an evaluator's space; write per_image.csv, summary.json,
@@ -91,6 +94,7 @@ def score_cas(
             n_boot=n_boot,
             seed=seed,
             n_lowest=n_lowest,
+            cache=cache,
             out=str(out),
         )
     except ValidationError as exc:

@@ -8,7 +8,9 @@ method), scores them all with one evaluator and probe, and writes to ``config.ou
   notes and leakage warnings;
 - ``tables.md`` (+ ``tables.tex``, ``tables.json``, ``table_*.csv``): method, tail and per-class tables;
 - ``ecdf.png``, ``primitives.png``, ``lowest_cas.png``: the plots;
-- ``score_config.json``: the config that produced all of it.
+- ``score_config.json``: the config that produced all of it;
+- ``cache/``: evaluator image embeddings per set, so a rerun (after an interruption, or with other
+  metric options) skips the image encoder for sets whose files and evaluator are unchanged.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class ScoreCASConfig(BaseModel):
     # --- outputs
     n_lowest: int = Field(8, ge=0, description="Lowest-CAS images per method in lowest_cas.png (0: no grid).")
     plot_kind: Literal["violin", "box"] = Field("violin", description="Per-primitive plot style.")
+    cache: bool = Field(
+        True, description="Keep evaluator image embeddings in OUT/cache so a rerun skips sets already embedded."
+    )
     out: str = Field(description="Output directory.")
 
     @field_validator("methods")
@@ -189,38 +194,71 @@ def _check_references(image_set: ImageSet, real: ImageSet) -> None:
 def _score_set(
     scorer: CASScorer,
     image_set: ImageSet,
+    embeddings: torch.Tensor,
     *,
     use_sfs: bool,
     extra: dict[str, Any],
-    progress: bool,
-    desc: str,
 ) -> CASScores:
-    from tqdm.auto import tqdm
-
+    """Score a set from its evaluator embeddings (texts are encoded, and cached, by the evaluator)."""
     scorer.reset()
-    size = scorer.evaluator.image_size
-    step = scorer.batch_size
-    with tqdm(total=len(image_set), desc=desc, unit="img", disable=not progress) as bar:
-        for start in range(0, len(image_set), step):
-            stop = min(start + step, len(image_set))
-            images = _load_batch(image_set.paths[start:stop], size)
-            references = None
-            if use_sfs and image_set.ref_ids is not None:
-                references = scorer.cached_references(image_set.ref_ids[start:stop])
-            scorer.update(
-                images,
-                image_set.prompts[start:stop],
-                image_set.checklists[start:stop],
-                image_set.labels[start:stop],
-                references,
-                ids=image_set.ids[start:stop],
-                extra={
-                    **{k: [v] * (stop - start) for k, v in extra.items()},
-                    "ref_id": (image_set.ref_ids or [""] * len(image_set))[start:stop],
-                },
-            )
-            bar.update(stop - start)
-    return scorer.compute()
+    n = len(image_set)
+    references = None
+    if use_sfs and image_set.ref_ids is not None:
+        references = scorer.cached_references(image_set.ref_ids)
+    return scorer.update_from_embeddings(
+        embeddings,
+        image_set.prompts,
+        image_set.checklists,
+        image_set.labels,
+        references,
+        ids=image_set.ids,
+        extra={**{k: [v] * n for k, v in extra.items()}, "ref_id": image_set.ref_ids or [""] * n},
+    )
+
+
+def _files_key(scorer: CASScorer, paths: list[Path]) -> str:
+    """What an embedding cache is valid for: the evaluator's weights and preprocessing, and each file's
+    path, size and modification time (a regenerated image invalidates the cache)."""
+    import hashlib
+
+    evaluator = scorer.evaluator
+    digest = hashlib.sha256(f"{evaluator.name}|{_fingerprint(evaluator)}|{evaluator.image_size}".encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"|{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _cached_embeddings(
+    scorer: CASScorer, paths: list[Path], cache: Path | None, *, progress: bool, desc: str
+) -> torch.Tensor:
+    """Evaluator embeddings of image files, reused from ``cache`` when it was written for the same
+    evaluator and the same files, so an interrupted or repeated evaluation skips finished sets."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    key = _files_key(scorer, paths) if cache is not None else ""
+    if cache is not None and cache.is_file():
+        try:
+            with safe_open(str(cache), framework="pt") as handle:
+                if (handle.metadata() or {}).get("key") == key:
+                    return handle.get_tensor("embeddings")
+        except Exception:  # a damaged cache file is recomputed, never trusted
+            pass
+    embeddings = _embed_files(scorer, paths, progress=progress, desc=desc)
+    if cache is not None:
+        with atomic_open(cache, "wb", encoding=None) as handle:
+            handle.write(save({"embeddings": embeddings.contiguous()}, metadata={"key": key}))
+    return embeddings
+
+
+def _cache_path(config: ScoreCASConfig, source: Path) -> Path | None:
+    import hashlib
+
+    if not config.cache:
+        return None
+    name = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+    return Path(config.out) / "cache" / f"embeddings_{name}.safetensors"
 
 
 def evaluate_cas(
@@ -276,7 +314,9 @@ def evaluate_cas(
         )
 
     # the real images are embedded once: as the reference distribution and as SFS references
-    real_embeddings = _embed_files(scorer, real.paths, progress=progress)
+    real_embeddings = _cached_embeddings(
+        scorer, real.paths, _cache_path(config, real.source), progress=progress, desc="embedding real images"
+    )
     scorer.cache_references(real.ids, real_embeddings)
     real_scores = scorer.update_from_embeddings(
         real_embeddings,
@@ -295,13 +335,19 @@ def evaluate_cas(
             run = f"seed {image_set.seed}" if image_set.seed is not None else f"run {index}"
             if any(r.run == run for r in runs[method]):
                 run = f"{run} ({image_set.source.parent.name})"
+            embeddings = _cached_embeddings(
+                scorer,
+                image_set.paths,
+                _cache_path(config, image_set.source),
+                progress=progress,
+                desc=f"embedding {method} {run}",
+            )
             scores = _score_set(
                 scorer,
                 image_set,
+                embeddings,
                 use_sfs=use_sfs,
                 extra={"method": method, "run": run, "seed": "" if image_set.seed is None else image_set.seed},
-                progress=progress,
-                desc=f"scoring {method} {run}",
             )
             runs[method].append(RunResult(method, run, image_set, scores, check_leakage(evaluator, image_set)))
 
@@ -340,12 +386,12 @@ def _fingerprint(critic: Any) -> str:
         return ""
 
 
-def _embed_files(scorer: CASScorer, paths: list[Path], *, progress: bool) -> torch.Tensor:
+def _embed_files(scorer: CASScorer, paths: list[Path], *, progress: bool, desc: str) -> torch.Tensor:
     from tqdm.auto import tqdm
 
     chunks = []
     size = scorer.evaluator.image_size
-    with tqdm(total=len(paths), desc="embedding real images", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), scorer.batch_size):
             batch = paths[start : start + scorer.batch_size]
             chunks.append(scorer.embed_images(_load_batch(batch, size)))
