@@ -236,3 +236,35 @@ def test_bootstrap_ci_generic():
 def test_tail_analysis_errors(gen, real, q, match):
     with pytest.raises((DataError, ConfigError), match=match):
         tail_analysis(gen, real, q=q)
+
+
+@pytest.mark.parametrize("model_dir", ["tiny_siglip_dir", "tiny_open_clip_dir"])
+def test_any_critic_can_be_the_evaluator(request, model_dir):
+    """Out-of-family evaluators need no new code: the same scorer on a SigLIP and an open_clip critic."""
+    from clinalign.critics import load_critic
+
+    critic = load_critic(request.getfixturevalue(model_dir), device="cpu")
+    n = 9
+    images, refs = _images(n, 4), _images(n, 5)
+    labels = [CLASSES[i % 3] for i in range(n)]
+    s = {"images": images, "refs": refs, "labels": labels}
+    s["prompts"] = [f"x-ray with {label}" for label in labels]
+    s["checklists"] = [CHECKLISTS[label] for label in labels]
+    with torch.no_grad():
+        train = critic.encode_images(_images(30, 6))
+    probe = LinearProbe.fit(train, [i % 3 for i in range(30)], CLASSES, epochs=5, critic_name=critic.name)
+    scores = CASScorer(critic, probe, dd_mode="probability").score(
+        images, s["prompts"], s["checklists"], labels, references=refs
+    )
+    ref = _numpy_reference(critic, probe, s, "probability")
+    np.testing.assert_allclose(scores.cas, ref["cas4"], atol=1e-5)
+    assert scores.evaluator == critic.name
+
+
+def test_public_names():
+    import clinalign
+
+    assert clinalign.CASScorer is CASScorer
+    from clinalign.scoring import TailAnalysis, tail_analysis
+
+    assert callable(tail_analysis) and TailAnalysis.__name__ == "TailAnalysis"

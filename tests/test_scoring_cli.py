@@ -239,6 +239,17 @@ def test_real_set_readers(world, tmp_path):
     no_prompt.write_text("image,label,id\nreal/target_0.png,target,a\n")
     with pytest.raises(DataError, match=r"plain.csv, line 2: missing 't_ep'"):
         read_real_set(no_prompt, checklists=CHECKLISTS)
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"id": "a", "image": "real/nope.png", "label": "target", "t_ep": "x"}) + "\n")
+    with pytest.raises(DataError, match=r"missing\.jsonl, line 1: image 'real/nope\.png' not found"):
+        read_real_set(missing, checklists=CHECKLISTS)
+    dup = tmp_path / "dup.jsonl"
+    row = {"id": "a", "image": "real/target_0.png", "label": "target", "t_ep": "x"}
+    dup.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"dup\.jsonl, line 2: duplicate id 'a' \(first at line 1\)"):
+        read_real_set(dup, checklists=CHECKLISTS)
+    with pytest.raises(DataError, match=r"line 1: label 'target' is not one of the probe's classes"):
+        read_real_set(dup, checklists=CHECKLISTS, known_labels=["a", "b"])
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(DataError, match=r"empty\.jsonl: the real manifest has no rows"):
