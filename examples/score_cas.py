@@ -34,8 +34,7 @@ from clinalign import CASScorer, load_critic
 from clinalign.data import Record
 from clinalign.data.images import pil_to_tensor
 from clinalign.probe_training import train_probe
-from clinalign.scoring import tail_analysis
-from clinalign.scoring.report import ScoreCASConfig, evaluate_cas
+from clinalign.scoring import ScoreCASConfig, evaluate_cas, tail_analysis
 from clinalign.testing import build_tiny_clip, build_tiny_siglip
 
 CLASSES = ["nevus", "vitiligo"]

@@ -103,15 +103,20 @@ def score_cas(
         )
         raise ConfigError(f"invalid score-cas options: {problems}.") from None
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EvaluationLeakageWarning)
-        report = evaluate_cas(config, progress=progress)
-    for warning in caught:
-        if issubclass(warning.category, EvaluationLeakageWarning):
+    show_warning = warnings.showwarning
+
+    def _show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EvaluationLeakageWarning):
             bar = "!" * 78
-            typer.secho(f"{bar}\n{warning.message}\n{bar}", err=True, fg=typer.colors.RED, bold=True)
+            typer.secho(f"{bar}\n{message}\n{bar}", err=True, fg=typer.colors.RED, bold=True)
         else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            show_warning(message, category, filename, lineno, file, line)
+
+    # print the leakage banner as soon as it is known (before the long scoring), not at the end
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", EvaluationLeakageWarning)
+        warnings.showwarning = _show
+        report = evaluate_cas(config, progress=progress)
     typer.echo(report.console_table())
     typer.echo(f"wrote {len(report.files)} files to {report.out_dir}")
 

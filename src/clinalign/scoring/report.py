@@ -158,6 +158,7 @@ class CASReport:
             lines.append(f"{name[:24]:<24} {len(scores):>6} {cells} {fmt(tail.frac_below)} {fmt(tail.p10)}")
         lines.append(f"τ = {self.tau:.4f} ({self.real_tail.q:g}-quantile of real CAS); {self.cas_definition}")
         lines += [f"note: {n}" for n in self.notes]
+        lines += [f"WARNING: {w}" for w in self.leakage]
         return "\n".join(lines)
 
 

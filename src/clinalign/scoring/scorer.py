@@ -46,6 +46,7 @@ class CASScores:
         evaluator: name of the evaluator critic.
         ids: optional identifier per image (file name, record id), carried into CSV output.
         note: what a reader must know (e.g. CAS without SFS); empty when nothing.
+        extra: further per-image columns carried into :meth:`rows` and CSV output (method, run, ...).
     """
 
     vdc: np.ndarray
