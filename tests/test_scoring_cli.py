@@ -235,6 +235,13 @@ def test_real_set_readers(world, tmp_path):
         read_real_set(csv_manifest, checklists={"target": "x"})
     with pytest.raises(DataError, match="no rows with split 'train'"):
         read_real_set(csv_manifest, checklists=CHECKLISTS, split="train")
+    mixed = tmp_path / "mixed.jsonl"
+    rows = [json.loads(line) for line in world["real"].read_text().splitlines()]
+    rows[0]["split"] = "train"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match=r"mixes splits \['test', 'train'\].*--real-split test"):
+        read_real_set(mixed, checklists=CHECKLISTS, image_root=world["root"])
+    assert len(read_real_set(mixed, checklists=CHECKLISTS, image_root=world["root"], split="test")) == 17
     no_prompt = tmp_path / "plain.csv"
     no_prompt.write_text("image,label,id\nreal/target_0.png,target,a\n")
     with pytest.raises(DataError, match=r"plain.csv, line 2: missing 't_ep'"):

@@ -301,6 +301,14 @@ def read_real_set(
         raise DataError(f"{path}: real test manifest not found. Check --real.")
     root = Path(image_root) if image_root is not None else path.parent
     rows = _manifest_rows(path)
+    splits = sorted({str(row.get("split")) for _, row in rows if row.get("split") not in (None, "")})
+    if split is None and len(splits) > 1:
+        warnings.warn(
+            f"{path}: the real manifest mixes splits {splits} and all rows are used as the real test set. "
+            "τ should come from held-out images only: pass --real-split test (real_split='test').",
+            UserWarning,
+            stacklevel=2,
+        )
     out = ImageSet(name="real", source=path, paths=[], prompts=[], checklists=[], labels=[], ids=[])
     seen: dict[str, int] = {}
     for line, row in rows:
