@@ -199,6 +199,21 @@ class Preset:
             target["enum"] = self.allowed_values(field, label)
         return schema
 
+    def with_classes(self, labels: list[str]) -> Preset:
+        """For a preset without a class list: the same preset whose other-label rule knows ``labels``.
+
+        Each label without ``diagnosis_terms`` gets its own name as term, so a reply for one class of
+        the dataset cannot name another.
+        """
+        rules = self.spec.rules
+        if self.spec.classes is not None or not rules.forbid_other_labels:
+            return self
+        added = {label: [label] for label in labels if label not in rules.diagnosis_terms}
+        if not added:
+            return self
+        new_rules = rules.model_copy(update={"diagnosis_terms": {**rules.diagnosis_terms, **added}})
+        return Preset(self.spec.model_copy(update={"rules": new_rules}), source=self.source)
+
     def check_label(self, label: str) -> None:
         if self.classes is not None and label not in self.classes:
             raise ConfigError(
@@ -329,28 +344,41 @@ class Preset:
         return text()
 
     @functools.cached_property
-    def checklist_model(self) -> type[PresetOutput]:
-        fields: dict[str, Any] = {}
+    def checklist_keys(self) -> dict[str, str]:
+        """JSON key (snake_case, safe for every endpoint's schema support) -> checklist attribute name."""
+        keys: dict[str, str] = {}
         for attribute in self.checklist_attributes:
             key = "".join(ch if ch.isalnum() else "_" for ch in attribute.lower()).strip("_")
-            fields[key] = (
+            keys[key] = attribute
+        return keys
+
+    @functools.cached_property
+    def checklist_model(self) -> type[PresetOutput]:
+        """The pydantic model of one generated checklist: one word-limited field per attribute."""
+        limit = self.spec.checklist_max_words
+        fields: dict[str, Any] = {
+            key: (
                 Annotated[
                     str,
-                    AfterValidator(_word_limit(self.spec.checklist_max_words)),
-                    Field(
-                        description=f"{attribute}: the typical visual appearance, at most "
-                        f"{self.spec.checklist_max_words} words.",
-                        alias=attribute,
-                    ),
+                    AfterValidator(_word_limit(limit)),
+                    Field(description=f"{attribute}: its typical visual appearance. At most {limit} words."),
                 ],
                 ...,
             )
+            for key, attribute in self.checklist_keys.items()
+        }
         model = create_model(f"{_title(self.name)}Checklist", __base__=PresetOutput, **fields)  # type: ignore[call-overload]
         model._ruleset = self.ruleset
         return model
 
+    def checklist_from_output(self, output: BaseModel) -> dict[str, str]:
+        """Attribute name -> text from a validated :attr:`checklist_model` instance."""
+        data = output.model_dump()
+        return {attribute: data[key] for key, attribute in self.checklist_keys.items()}
+
     def checklist_system_prompt(self, label: str) -> str:
-        guide = "\n".join(f'- "{a}": at most {self.spec.checklist_max_words} words' for a in self.checklist_attributes)
+        limit = self.spec.checklist_max_words
+        guide = "\n".join(f'- "{k}" ({a}): at most {limit} words' for k, a in self.checklist_keys.items())
         return self._format(DEFAULT_CHECKLIST_PROMPT, label, guide)
 
     def __repr__(self) -> str:
