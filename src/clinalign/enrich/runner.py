@@ -41,7 +41,7 @@ from clinalign.enrich.client import (
 from clinalign.enrich.config import EnrichConfig
 from clinalign.enrich.presets import Preset
 from clinalign.enrich.pricing import Usage, cost_line
-from clinalign.enrich.render import TokenCounter, approx_token_count, token_counter_from_tokenizer
+from clinalign.enrich.render import TokenCounter, clip_token_count, token_counter_from_tokenizer
 from clinalign.errors import ConfigError, DataError
 from clinalign.utils.io import append_jsonl, atomic_write_text, read_jsonl, write_json
 
@@ -179,7 +179,7 @@ def build_request(preset: Preset, record: Record, config: EnrichConfig, image_ur
 
 
 def _token_counter(config: EnrichConfig) -> TokenCounter:
-    return token_counter_from_tokenizer(config.tokenizer) if config.tokenizer else approx_token_count
+    return token_counter_from_tokenizer(config.tokenizer) if config.tokenizer else clip_token_count
 
 
 def prepare(records: Sequence[Record], preset: Preset, config: EnrichConfig) -> tuple[list[Record], Preset]:

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from clinalign.enrich import rules as _rules
 from clinalign.enrich.presets.spec import DEFAULT_CHECKLIST_PROMPT, FieldSpec, PresetSpec
-from clinalign.enrich.render import TokenCounter, approx_token_count, truncate_words
+from clinalign.enrich.render import TokenCounter, clip_token_count, truncate_words
 from clinalign.errors import ConfigError
 
 
@@ -275,7 +275,7 @@ class Preset:
         """
         if isinstance(values, BaseModel):
             values = values.model_dump()
-        counter = token_counter or approx_token_count
+        counter = token_counter or clip_token_count
         budget = max_tokens or self.spec.render.max_tokens
         rendered: list[str] = []
         for segment in self.spec.render.segments:
@@ -321,12 +321,13 @@ class Preset:
     ) -> str | None:
         """Render a class checklist to ``t_c`` ("Label. Location: ...; Lesion Type: ...") within the budget.
 
-        Over budget, the longest attribute loses words first, so every attribute stays represented.
+        Over budget, the longest attribute is shortened first (its last comma-separated phrase, else its
+        last word), so every attribute stays represented.
         """
         checklist = dict(checklist if checklist is not None else (self.checklist(label) or {}))
         if not checklist:
             return None
-        counter = token_counter or approx_token_count
+        counter = token_counter or clip_token_count
         budget = max_tokens or self.spec.checklist_max_tokens
         order = [a for a in self.checklist_attributes if a in checklist] + [
             a for a in checklist if a not in self.checklist_attributes
@@ -336,11 +337,15 @@ class Preset:
             return f"{label}. " + "; ".join(f"{a}: {checklist[a]}" for a in order if checklist[a]) + "."
 
         while counter(text()) > budget:
-            longest = max(order, key=lambda a: len(checklist[a].split()))
+            longest = max(order, key=lambda a: counter(checklist[a]))
+            phrases = [p.strip() for p in checklist[longest].split(",")]
             words = checklist[longest].split()
-            if len(words) <= 1:
+            if len(phrases) > 1:
+                checklist[longest] = ", ".join(phrases[:-1])
+            elif len(words) > 1:
+                checklist[longest] = " ".join(words[:-1]).rstrip(",;:")
+            else:
                 break
-            checklist[longest] = " ".join(words[:-1]).rstrip(",;:")
         return text()
 
     @functools.cached_property
