@@ -167,8 +167,9 @@ class Preset:
         for field in self.spec.fields:
             for value in field.values or []:
                 if self.spec.rules.forbid_negations and _rules.find_negations(value):
+                    where = self.source or f"preset '{self.name}'"
                     raise ConfigError(
-                        f"preset '{self.name}', field '{field.name}': the allowed value {value!r} is a negation "
+                        f"{where}, field '{field.name}': the allowed value {value!r} is a negation "
                         "the rules reject; rephrase it positively."
                     )
 
