@@ -238,7 +238,7 @@ def test_no_usable_records_is_an_error(tmp_path: Path):
 
 def test_images_are_converted_robustly(tmp_path: Path):
     sixteen = tmp_path / "xray16.png"
-    Image.fromarray((np.arange(256, dtype=np.uint16).reshape(16, 16) * 200)).save(sixteen)
+    Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 200).save(sixteen)
     rgba = tmp_path / "rgba.png"
     Image.new("RGBA", (8, 8), (255, 0, 0, 128)).save(rgba)
     cmyk = tmp_path / "cmyk.jpg"
@@ -250,7 +250,7 @@ def test_images_are_converted_robustly(tmp_path: Path):
     assert array.min() == 0 and array.max() == 255  # the 16-bit range is rescaled, not clipped
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(ImageLoadError, match="broken.png"):
+    with pytest.raises(ImageLoadError, match=r"broken\.png"):
         load_image(broken)
 
 
@@ -263,7 +263,7 @@ def _records(n_patients: int, per_patient: int) -> list[Record]:
 
 
 def test_patient_split_keeps_patients_together_and_is_seeded():
-    records = _records(40, 3) + [Record(id="solo", image=Path("s.png"), label="a")]
+    records = [*_records(40, 3), Record(id="solo", image=Path("s.png"), label="a")]
     split = patient_split(records, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=1)
     assert [r.id for r in split] == [r.id for r in records]
     by_patient: dict[str, set[str]] = {}

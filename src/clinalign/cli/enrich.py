@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,22 @@ CHECKLISTS_HELP = "\n\n".join(
 )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (not the stream current when the handler was made)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("clinalign.enrich")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
@@ -206,7 +219,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(make_dry_run(records, chosen, config))
             return
         extra = load_checklists_file(checklists) if checklists is not None else None
-        result = enrich(records, chosen, config, out, checklists=extra)  # type: ignore[arg-type]
+        try:
+            result = enrich(records, chosen, config, out, checklists=extra)  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            # sys.exit, not typer.Exit: the exit code must survive the non-standalone app call in cli.main
+            typer.echo(f"Interrupted: finished records are saved in {out}; rerun the same command to resume.", err=True)
+            sys.exit(130)
         typer.echo(result.summary_table())
         typer.echo(f"Wrote {result.enriched_path}" + (f" and {result.failures_path}" if result.failed else "") + ".")
 
@@ -256,4 +274,4 @@ def register(app: typer.Typer) -> None:
             paths = result.write(out)
             typer.echo("Wrote " + " and ".join(str(p) for p in paths) + ".")
         if generate and result.failures:
-            raise typer.Exit(1)
+            sys.exit(1)
