@@ -166,6 +166,9 @@ class ChatClient:
             max_retries=0,  # retries are ours: counted, logged and honouring Retry-After
         )
         self.retries = 0
+        from openai.types.chat import ChatCompletion
+
+        self._completion_type = ChatCompletion
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -195,7 +198,10 @@ class ChatClient:
         while True:
             retry_after: float | None = None
             try:
-                response = await self._client.chat.completions.create(**kwargs)
+                # The SDK's documented low-level post: typed ``create()`` walks the whole body (base64 image,
+                # JSON schema) through its parameter transformer, measured at ~3 ms CPU per request, which
+                # capped bench throughput at concurrency 32 on 2 cores. Errors, timeouts and parsing are the same.
+                response = await self._client.post("/chat/completions", body=kwargs, cast_to=self._completion_type)
             except openai.APITimeoutError as exc:
                 reason, detail = "timeout", f"no reply within {self.config.request_timeout:g} s ({_error_text(exc)})"
             except openai.APIConnectionError as exc:

@@ -49,13 +49,16 @@ def extract_json(text: str) -> dict[str, Any]:
     stripped = text.strip()
     if not stripped:
         raise JSONExtractError("the reply was empty")
-    candidates = [stripped]
-    candidates += [m.group(1).strip() for m in _FENCE_RE.finditer(stripped)]
-    balanced = _balanced_object(stripped)
-    if balanced is not None:
-        candidates.append(balanced)
+
+    def candidates():  # cheapest first: most replies are bare JSON
+        yield stripped
+        yield from (m.group(1).strip() for m in _FENCE_RE.finditer(stripped))
+        balanced = _balanced_object(stripped)
+        if balanced is not None:
+            yield balanced
+
     error: json.JSONDecodeError | None = None
-    for candidate in candidates:
+    for candidate in candidates():
         try:
             value = json.loads(candidate)
         except json.JSONDecodeError as exc:

@@ -264,6 +264,7 @@ class _Run:
         self.repairs = 0
         self.unreadable: list[str] = []
         self.bar: Any = None
+        self.response_formats: dict[str, dict[str, Any] | None] = {}  # per label: schema generation is not free
 
     async def _append(self, name: str, row: dict[str, Any]) -> None:
         # one writer at a time, off the event loop: fsync must not stall the requests in flight
@@ -300,9 +301,11 @@ class _Run:
             await self._fail(record, "image_unreadable", str(exc), None, Usage())
             return
         messages = build_messages(self.preset, record, url)
-        response_format = response_format_param(
-            config, f"{self.preset.name}_output", self.preset.json_schema(record.label)
-        )
+        response_format = self.response_formats.get(record.label)
+        if record.label not in self.response_formats:
+            schema = self.preset.json_schema(record.label)
+            response_format = response_format_param(config, f"{self.preset.name}_output", schema)
+            self.response_formats[record.label] = response_format
         try:
             answer = await ask_validated(
                 self.client,

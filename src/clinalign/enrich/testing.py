@@ -112,6 +112,13 @@ def valid_reply_handler(preset: Preset, *, latency: float = 0.0) -> Handler:
     return handle
 
 
+class _Server(ThreadingHTTPServer):
+    # the default listen backlog of 5 drops SYNs when 32 clients connect at once; the kernel then
+    # retries after 1 s (measured as 1.2 s outliers at concurrency 8)
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class LoopbackServer:
     """A threaded HTTP server on 127.0.0.1 implementing ``/v1/chat/completions`` with a handler.
 
@@ -128,6 +135,9 @@ class LoopbackServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: the client reuses connections as with real endpoints
+            # headers and body go out in separate writes; with Nagle on, the body waits for the client's
+            # delayed ACK (~40 ms per request measured on loopback)
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -163,7 +173,7 @@ class LoopbackServer:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._send(reply.status, payload, reply.headers)
 
-        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server = _Server((host, port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="loopback-openai", daemon=True)
 

@@ -291,6 +291,9 @@ class Preset:
                 continue
             rendered.append(string.Formatter().vformat(segment, (), data).strip())
         sep = self.spec.render.separator
+        full = sep.join(rendered)
+        if counter(full) <= budget:
+            return full.strip()
         text = ""
         for part in rendered:
             candidate = f"{text}{sep}{part}" if text else part
