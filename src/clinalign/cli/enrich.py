@@ -163,6 +163,9 @@ def register(app: typer.Typer) -> None:
         max_repairs: int = typer.Option(2, help="Repair turns after an invalid reply."),
         response_format: str = typer.Option("json_schema", help="json_schema, json_object or text."),
         max_tokens: int = typer.Option(800, help="Completion token limit per request."),
+        max_tokens_param: str = typer.Option(
+            "max_tokens", help="Send the limit as max_tokens or max_completion_tokens (newer OpenAI models)."
+        ),
         temperature: float = typer.Option(0.2, help="Sampling temperature."),
         max_image_side: int = typer.Option(768, help="Downscale images to this longer side."),
         limit: int | None = typer.Option(None, help="Enrich at most N records."),
@@ -197,6 +200,7 @@ def register(app: typer.Typer) -> None:
             max_repairs=max_repairs,
             response_format=response_format,
             max_tokens=max_tokens,
+            max_tokens_param=max_tokens_param,
             temperature=temperature,
             max_image_side=max_image_side,
             limit=limit,

@@ -20,7 +20,8 @@ You describe medical images for a text-to-image training set. The image is a {mo
 Its confirmed label is "{label}". Treat this label as ground truth: do not question, change or add a diagnosis.
 
 Describe only what is visible in this image that is consistent with "{label}":
-- use positive phrasing for normal structures (say "sharp costophrenic angles", never "no effusion");
+- describe what is seen in positive terms, never what is absent (say "sharp costophrenic angles" or "smooth, even
+  skin", never "no effusion" or "no scale");
 - never name any diagnosis other than "{label}"{forbidden_clause};
 - use only the allowed values for fields with a fixed vocabulary, and respect every word limit.
 
