@@ -82,7 +82,8 @@ class RuleSet:
                     for cue in _rules.find_negations(text):
                         problems.append(
                             f"field '{name}': {text!r} uses the negation '{cue}'; describe what is visible in "
-                            "positive terms instead (e.g. 'sharp costophrenic angles', not 'no effusion'; 'smooth skin', not 'no scale')"
+                            "positive terms instead (e.g. 'sharp costophrenic angles', not 'no effusion'; "
+                            "'smooth skin', not 'no scale')"
                         )
                 for term in _rules.find_terms(text, forbidden):
                     why = f"for the label '{label}'" if label is not None else "in this preset"
