@@ -49,7 +49,7 @@ def lookup_price(model: str) -> tuple[float, float] | None:
 def cost_line(usage: Usage, model: str, price_in: float | None = None, price_out: float | None = None) -> str:
     """One line: token totals and the estimated cost (or how to get one)."""
     tokens = (
-        f"{usage.requests} requests, {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion tokens"
+        f"{usage.requests:,} requests, {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion tokens"
     )
     if price_in is not None and price_out is not None:
         prices, source = (price_in, price_out), "given prices"

@@ -44,7 +44,7 @@ def _format_errors(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        lines.append(f"{where}: {error['msg']}")
+        lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(lines)
 
 
