@@ -329,3 +329,26 @@ def test_other_preset_in_out_dir_is_refused(tmp_path):
     (out / "enriched.jsonl").write_text(json.dumps({"id": "x", "preset": "origa"}) + "\n")
     with pytest.raises(ConfigError, match="origa"):
         _run(records, fast_config("http://127.0.0.1:9/v1"), out)
+
+
+def test_retry_after_header_forms():
+    import email.utils
+
+    from clinalign.enrich.client import _retry_after_seconds
+
+    assert _retry_after_seconds({"retry-after-ms": "250"}) == 0.25
+    assert _retry_after_seconds({"retry-after": "3"}) == 3.0
+    date = email.utils.formatdate(time.time() + 20, usegmt=True)
+    assert 15 <= _retry_after_seconds({"retry-after": date}) <= 21
+    assert _retry_after_seconds({"retry-after": "soon"}) is None
+    assert _retry_after_seconds({}) is None
+
+
+def test_limit_enriches_the_first_records_only(tmp_path):
+    records = make_records(tmp_path / "img", ["Pneumonia"] * 5)
+    with LoopbackServer(lambda b, n: script(b, n)) as server:
+        config = fast_config(server.url, limit=2)
+        script = script_for(records, "chexpert", {}, config)
+        result = _run(records, config, tmp_path / "out")
+    assert result.total == 2
+    assert sorted(r["id"] for r in read_lines(tmp_path / "out" / "enriched.jsonl")) == ["r000", "r001"]

@@ -29,6 +29,8 @@ logger = logging.getLogger("clinalign.enrich")
 
 # Placeholder key for endpoints that ignore authentication (vLLM, Ollama): the SDK requires a string.
 _NO_KEY = "not-needed"
+# Longest server-requested wait honoured (seconds), unless backoff_max is larger.
+_RETRY_AFTER_CAP = 300.0
 
 
 class EndpointError(ClinAlignError):
@@ -175,7 +177,9 @@ class ChatClient:
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            # the server knows its load: wait what it asks, plus a little jitter to spread the herd
+            # the server knows its load: wait what it asks, plus a little jitter to spread the herd;
+            # capped so a misconfigured header (hours) cannot stall the run silently
+            retry_after = min(retry_after, max(self.config.backoff_max, _RETRY_AFTER_CAP))
             return retry_after + self._rng.uniform(0, 0.1 * max(retry_after, 0.1))
         ceiling = min(self.config.backoff_max, self.config.backoff_base * (2**attempt))
         return self._rng.uniform(ceiling / 2, ceiling)  # "equal jitter": at least half the exponential delay
