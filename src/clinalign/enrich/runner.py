@@ -258,6 +258,7 @@ class _Run:
         self.checklist_texts = checklist_texts
         self.token_counter = token_counter
         self.write_lock = asyncio.Lock()
+        self.pending_writes: set[asyncio.Future[None]] = set()
         self.usage = Usage()
         self.succeeded = 0
         self.failed: Counter[str] = Counter()
@@ -269,7 +270,11 @@ class _Run:
     async def _append(self, name: str, row: dict[str, Any]) -> None:
         # one writer at a time, off the event loop: fsync must not stall the requests in flight
         async with self.write_lock:
-            await asyncio.to_thread(append_jsonl, self.out_dir / name, row)
+            write = asyncio.ensure_future(asyncio.to_thread(append_jsonl, self.out_dir / name, row))
+            self.pending_writes.add(write)
+            write.add_done_callback(self.pending_writes.discard)
+            # shielded: on Ctrl-C a line being written is finished (and awaited in aenrich), never torn
+            await asyncio.shield(write)
 
     async def _fail(self, record: Record, reason: str, detail: str, raw: str | None, usage: Usage) -> None:
         self.usage.add(usage)
@@ -470,6 +475,8 @@ async def aenrich(
                 if task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
     finally:
+        if run.pending_writes:
+            await asyncio.gather(*run.pending_writes, return_exceptions=True)
         if run.bar is not None:
             run.bar.close()
         with contextlib.suppress(Exception):
