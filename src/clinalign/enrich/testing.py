@@ -104,10 +104,15 @@ def valid_fields(preset: Preset, label: str | None) -> dict[str, Any]:
 def valid_reply_handler(preset: Preset, *, latency: float = 0.0) -> Handler:
     """Answer every request with a valid reply for the label it states, after ``latency`` seconds."""
 
+    replies: dict[str | None, str] = {}  # per label: keep the server's CPU use (it shares the machine) small
+
     def handle(body: dict[str, Any], number: int) -> ScriptedResponse:
         label = request_label(body)
-        content = json.dumps(valid_fields(preset, label))
-        return ScriptedResponse(body=chat_completion(content, model=body.get("model", "loopback")), delay=latency)
+        if label not in replies:
+            replies[label] = json.dumps(valid_fields(preset, label))
+        return ScriptedResponse(
+            body=chat_completion(replies[label], model=body.get("model", "loopback")), delay=latency
+        )
 
     return handle
 
