@@ -352,3 +352,18 @@ def test_limit_enriches_the_first_records_only(tmp_path):
         result = _run(records, config, tmp_path / "out")
     assert result.total == 2
     assert sorted(r["id"] for r in read_lines(tmp_path / "out" / "enriched.jsonl")) == ["r000", "r001"]
+
+
+def test_non_json_200_is_retried_then_reported(tmp_path):
+    records = make_records(tmp_path / "img", ["Pneumonia", "Pneumonia"])
+    with LoopbackServer(lambda b, n: script(b, n)) as server:
+        config = fast_config(server.url)
+
+        def script(body, number):
+            if number <= 2:  # a proxy's HTML error page with status 200, twice
+                return ScriptedResponse(body="<html>bad gateway</html>")
+            return inner(body, number)
+
+        inner = script_for(records, "chexpert", {}, config)
+        result = _run(records, config, tmp_path / "out")
+    assert result.succeeded == 2 and result.retries == 2

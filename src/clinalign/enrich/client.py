@@ -239,6 +239,9 @@ class ChatClient:
                     raise RequestFailed("bad_request", f"HTTP {status}: {text}") from None
                 detail = f"HTTP {status}: {_error_text(exc)}"
                 retry_after = _retry_after_seconds(exc.response.headers)
+            except (openai.APIResponseValidationError, ValueError) as exc:
+                # a 200 whose body is not a chat completion (e.g. an HTML page from a proxy): often transient
+                reason, detail = "bad_response", f"the endpoint's reply is not a chat completion ({_error_text(exc)})"
             else:
                 return self._reply(response)
             if attempt >= self.config.max_retries:
