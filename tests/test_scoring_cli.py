@@ -224,6 +224,18 @@ def test_cli_flag_errors_exit_2(world, tiny_clip_dir, tmp_path, capsys):
     assert code == 2 and "critic directory not found" in err
 
 
+def test_real_set_paths_relative_to_working_dir(world, tmp_path, monkeypatch):
+    """Enriched JSONL rows keep the adapter's path, often relative to where `clinalign enrich` ran."""
+    write_real_set(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "real_enriched.jsonl").read_text().splitlines()]
+    (tmp_path / "enrich_out").mkdir()
+    manifest = tmp_path / "enrich_out" / "enriched.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))  # images are at tmp_path/real/...
+    monkeypatch.chdir(tmp_path)
+    real = read_real_set(manifest, checklists=CHECKLISTS)
+    assert real.paths[0] == (tmp_path / rows[0]["image"]).resolve()
+
+
 def test_real_set_readers(world, tmp_path):
     real = read_real_set(world["real"], checklists=CHECKLISTS)
     assert len(real) == 18 and real.ref_ids == real.ids and real.checklists[0] == CHECKLISTS["red_lesion"]
@@ -282,6 +294,11 @@ def test_checklists_yaml_and_structured(tmp_path):
     structured = tmp_path / "s.json"
     structured.write_text(json.dumps({"checklists": {"a": {"Color": "red", "Shape": "round"}, "b": ["x", "y"]}}))
     assert read_checklists(structured) == {"a": "Color: red; Shape: round", "b": "x; y"}
+    # the checklists.json `clinalign checklists` writes: t_c wins over the attributes
+    written = tmp_path / "checklists.json"
+    entry = {"attributes": {"Color": "red"}, "t_c": "Color: red lesion.", "source": "builtin"}
+    written.write_text(json.dumps({"checklists": {"a": entry}, "failures": {}, "missing": []}))
+    assert read_checklists(written) == {"a": "Color: red lesion."}
     (tmp_path / "bad.txt").write_text("a")
     with pytest.raises(DataError, match="unsupported checklists file"):
         read_checklists(tmp_path / "bad.txt")

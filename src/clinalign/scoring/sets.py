@@ -70,7 +70,8 @@ def read_checklists(path: str | os.PathLike[str]) -> dict[str, str]:
     """Class name -> checklist text (t_c), from JSON or YAML.
 
     Values may be strings, or mappings/lists of attribute lines (joined into one text as
-    ``"Attribute: value; ..."``), which is how structured checklists are often written.
+    ``"Attribute: value; ..."``). The files ``clinalign checklists`` writes work as they are: the
+    ``checklists.json`` entries' ``t_c`` is used, and ``checklists.yaml`` attribute blocks are joined.
     """
     path = Path(path)
     if not path.is_file():
@@ -93,7 +94,12 @@ def read_checklists(path: str | os.PathLike[str]) -> dict[str, str]:
         raise DataError(f"{path}: expected a mapping of class name -> checklist text, got {type(data).__name__}.")
     out: dict[str, str] = {}
     for label, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(value.get("t_c"), str):
+            # `clinalign checklists` JSON: {"attributes": {...}, "t_c": "...", "source": ...}
+            text = value["t_c"]
+        elif isinstance(value, dict) and isinstance(value.get("attributes"), dict):
+            text = "; ".join(f"{k}: {v}" for k, v in value["attributes"].items())
+        elif isinstance(value, dict):
             text = "; ".join(f"{k}: {v}" for k, v in value.items())
         elif isinstance(value, list):
             text = "; ".join(str(v) for v in value)
@@ -320,7 +326,9 @@ def read_real_set(
             raise DataError(f"{where}: missing 'image' (the path of the real test image).")
         image = Path(str(image_field))
         if not image.is_absolute():
-            image = root / image
+            # enriched JSONL rows keep the path the dataset adapter saw, often relative to where
+            # `clinalign enrich` ran: fall back to the working directory when the manifest's folder has no such file
+            image = root / image if (root / image).is_file() or not image.is_file() else image.resolve()
         if check_images and not image.is_file():
             raise DataError(f"{where}: image '{image_field}' not found (looked for {image}).")
         label = row.get("label")
