@@ -353,3 +353,23 @@ def test_rerun_reuses_cached_embeddings(world, clip_critic, tmp_path):
         config.model_copy(update={"cache": False, "out": str(tmp_path / "o2")}), evaluator=clip_critic, probe=probe
     )
     assert not (tmp_path / "o2" / "cache").exists()
+
+
+@pytest.mark.slow
+def test_example_script_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "score_cas.py"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "real (reference)" in result.stdout and (tmp_path / "out" / "tables.md").is_file()
