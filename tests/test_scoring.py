@@ -10,7 +10,14 @@ import torch
 
 from clinalign.errors import ConfigError, DataError
 from clinalign.probe import LinearProbe
-from clinalign.scoring import CASScorer, CASScores, bootstrap_ci, tail_analysis
+from clinalign.scoring import (
+    CASScorer,
+    CASScores,
+    bootstrap_ci,
+    fraction_below,
+    tail_analysis,
+    tail_threshold,
+)
 
 CLASSES = ["effusion", "no finding", "pneumonia"]
 CHECKLISTS = {
@@ -191,6 +198,7 @@ def test_tail_analysis_matches_numpy():
     assert tail.p10 == pytest.approx(np.percentile(gen, 10), abs=1e-12)
     assert tail.mean == pytest.approx(gen.mean(), abs=1e-12)
     assert (tail.n, tail.n_real, tail.q) == (300, 200, 0.25)
+    assert tail_threshold(real, 0.25) == tail.tau and fraction_below(gen, tail.tau) == tail.frac_below
     # real images against their own tau: a fraction close to q (exactly q up to ties/interpolation)
     assert tail_analysis(real, real, n_boot=50).frac_below == pytest.approx(0.25, abs=1 / 200)
 
