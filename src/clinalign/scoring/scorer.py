@@ -208,16 +208,8 @@ class CASScorer:
             raise ConfigError(f"dd_mode must be one of {list(DD_MODES)}, got {dd_mode!r}.")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-        if probe.embed_dim != evaluator.embed_dim:
-            raise ConfigError(
-                f"the probe expects {probe.embed_dim}-d embeddings but evaluator '{evaluator.name}' gives "
-                f"{evaluator.embed_dim}-d. Train a probe for this evaluator with `clinalign probe train`."
-            )
-        if probe.critic_name is not None and probe.critic_name != evaluator.name:
-            raise ConfigError(
-                f"the probe was fitted on critic '{probe.critic_name}', not on the evaluator '{evaluator.name}'. "
-                "DD must use a probe in the evaluator's own space: `clinalign probe train --critic <evaluator>`."
-            )
+        # DD must use a probe in the evaluator's own space (checked by weights fingerprint, then name)
+        probe.check_critic(evaluator, role="evaluator")
         self.evaluator = evaluator
         self.probe = probe.eval()
         self.dd_mode = dd_mode
