@@ -6,6 +6,7 @@
 >>> out.images   # [1,3,512,512] in [0,1], differentiable into the LoRA weights through the last step
 """
 
+from clinalign.diffusion.generate import MANIFEST_NAME, PromptRow, generate_to_dir, read_prompts, sample_seed
 from clinalign.diffusion.lora import DEFAULT_TARGETS, LORA_WEIGHT_NAME, LoraSpec
 from clinalign.diffusion.model import DiffusionModel, load_diffusion_model, resolve_dtype
 from clinalign.diffusion.sampling import SampleOutput, denoising_loss, sample
@@ -13,11 +14,16 @@ from clinalign.diffusion.sampling import SampleOutput, denoising_loss, sample
 __all__ = [
     "DEFAULT_TARGETS",
     "LORA_WEIGHT_NAME",
+    "MANIFEST_NAME",
     "DiffusionModel",
     "LoraSpec",
+    "PromptRow",
     "SampleOutput",
     "denoising_loss",
+    "generate_to_dir",
     "load_diffusion_model",
+    "read_prompts",
     "resolve_dtype",
     "sample",
+    "sample_seed",
 ]

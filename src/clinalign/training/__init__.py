@@ -14,6 +14,7 @@ from clinalign.training.trainer import (
     TrainingDivergedError,
     TrainOutput,
     build_rewards,
+    train_from_config,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "build_rewards",
     "load_checklists",
     "load_examples",
+    "train_from_config",
 ]

@@ -746,3 +746,8 @@ def _grid(images: torch.Tensor, columns: int | None = None):
         canvas[:, r * h : (r + 1) * h, c * w : (c + 1) * w] = images[i].detach().cpu()
     array = (canvas.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(array)
+
+
+def train_from_config(config: TrainConfig) -> TrainOutput:
+    """Build a :class:`DraftKTrainer` entirely from ``config`` (model, critic rewards, data) and train it."""
+    return DraftKTrainer(config=config).train()
