@@ -197,8 +197,6 @@ class TrainConfig(BaseModel):
             raise ValueError(f"`reward_weights` must be non-negative, got {bad}.")
         if self.resolution % 8 != 0:
             raise ValueError(f"`resolution` must be a multiple of 8, got {self.resolution}.")
-        if self.eval_every > 0 and self.eval_data is None:
-            raise ValueError("`eval_every` > 0 needs `eval_data` (held-out rows to generate from).")
         if self.lora_alpha is not None and self.lora_alpha <= 0:
             raise ValueError(f"`lora_alpha` must be positive, got {self.lora_alpha}.")
         if not self.lora_targets:

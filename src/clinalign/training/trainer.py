@@ -280,6 +280,8 @@ class DraftKTrainer:
             names += ["dd"] if cfg.eval_probe else []
             eval_rewards = build_rewards(names, critic=cfg.eval_critic, probe=cfg.eval_probe, device=acc.device)
         self.eval_fn = _composite(eval_rewards if eval_rewards is not None else [], {})
+        if cfg.eval_every > 0 and not self.eval_examples:
+            raise ConfigError("`eval_every` > 0 needs held-out rows: set `eval_data` or pass eval_data=[...].")
         if cfg.eval_every > 0 and self.eval_fn is None:
             raise ConfigError("`eval_every` > 0 needs an evaluator: set `eval_critic` or pass eval_rewards=[...].")
         shared = set(_critic_names(self.eval_fn)) & set(_critic_names(self.reward_fn))
@@ -460,12 +462,6 @@ class DraftKTrainer:
                         RuntimeWarning,
                         stacklevel=2,
                     )
-                if self.nan_streak >= cfg.max_nan_steps:
-                    progress.close()
-                    raise TrainingDivergedError(
-                        f"the loss was NaN/inf for {self.nan_streak} steps in a row (step {self.global_step}). "
-                        "Lower `learning_rate` or `lambda_reward`, enable `max_grad_norm`, or use bf16 instead of fp16."
-                    )
             else:
                 self.nan_streak = 0
                 lr = cfg.learning_rate * _lr_factor(self.global_step, cfg, self.total_steps)
@@ -474,6 +470,12 @@ class DraftKTrainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             self.global_step += 1
+            if skip and self.nan_streak >= cfg.max_nan_steps:
+                progress.close()
+                raise TrainingDivergedError(
+                    f"the loss was NaN/inf for {self.nan_streak} steps in a row (up to step {self.global_step}). "
+                    "Lower `learning_rate` or `lambda_reward`, enable `max_grad_norm`, or use bf16 instead of fp16."
+                )
             elapsed = time.perf_counter() - start
             record = self._reduce_metrics(step_metrics)
             record.update(
