@@ -101,3 +101,71 @@ def build_tiny_sd(
         child.unlink()
     tmp_tok.rmdir()
     return out
+
+
+_TINY_CLASSES = {
+    "cardiomegaly": ((200, 80, 80), "enlarged cardiac silhouette", "Location: chest; Shape/Size: large heart"),
+    "effusion": ((80, 80, 200), "blunted costophrenic angle with fluid", "Location: lower lung; Texture: fluid"),
+}
+
+
+def build_tiny_craft_assets(
+    out_dir: str | os.PathLike[str], *, n_train: int = 8, n_eval: int = 4, size: int = 32
+) -> dict:
+    """Everything a tiny offline CRAFT run needs, under ``out_dir``.
+
+    Writes ``sd/`` (:func:`build_tiny_sd`), ``critic/`` (tiny CLIP, the training critic), ``evaluator/``
+    (tiny SigLIP, a different model for held-out scoring), ``probe/`` and ``eval_probe/`` (linear probes
+    fitted on each critic's embeddings of the training images), ``data/train.jsonl`` and
+    ``data/eval.jsonl`` (enriched-JSONL rows: id, image, label, t_ep) with PNGs, and
+    ``data/checklists.json`` (class -> t_c). Returns the paths by name.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from clinalign.critics import load_critic
+    from clinalign.data.images import pil_to_tensor
+    from clinalign.probe import LinearProbe
+    from clinalign.testing.critics import build_tiny_clip, build_tiny_siglip
+
+    out = Path(out_dir)
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    names = sorted(_TINY_CLASSES)
+    splits: dict[str, list[dict]] = {"train": [], "eval": []}
+    images: dict[str, list[Image.Image]] = {"train": [], "eval": []}
+    for split, n in (("train", n_train), ("eval", n_eval)):
+        for i in range(n):
+            label = names[i % len(names)]
+            colour, finding, _ = _TINY_CLASSES[label]
+            array = np.clip(rng.normal(colour, 40, size=(size, size, 3)), 0, 255).astype("uint8")
+            image = Image.fromarray(array)
+            file = f"{split}_{i:03d}.png"
+            image.save(data / file)
+            images[split].append(image)
+            splits[split].append(
+                {"id": f"{split}-{i}", "image": file, "label": label, "t_ep": f"a chest x-ray with {finding}"}
+            )
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in splits[split]))
+    (data / "checklists.json").write_text(json.dumps({k: v[2] for k, v in _TINY_CLASSES.items()}, indent=2))
+
+    paths = {
+        "sd": build_tiny_sd(out / "sd"),
+        "critic": build_tiny_clip(out / "critic", seed=1),
+        "evaluator": build_tiny_siglip(out / "evaluator", seed=2),
+        "train_data": data / "train.jsonl",
+        "eval_data": data / "eval.jsonl",
+        "checklists": data / "checklists.json",
+    }
+    pixels = torch.stack([pil_to_tensor(im, 32) for im in images["train"]])
+    labels = [r["label"] for r in splits["train"]]
+    for key, critic_key in (("probe", "critic"), ("eval_probe", "evaluator")):
+        critic = load_critic(paths[critic_key], device="cpu")
+        with torch.no_grad():
+            embeddings = critic.encode_images(pixels)
+        LinearProbe.fit(embeddings, labels, names, epochs=20, critic_name=critic.name).save(out / key)
+        paths[key] = out / key
+    return paths
