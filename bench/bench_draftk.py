@@ -30,7 +30,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from clinalign.critics import load_critic
 from clinalign.diffusion import LoraSpec, load_diffusion_model, sample
@@ -223,34 +222,32 @@ def main() -> None:
         trl_row = (head["ours"], head["trl"], our_saved(T, K), trl_saved(T), trl_saved(50))
 
     mib = 1 / 2**20
+
+    def row(label: str, value: str, ratio: float | None = None, goal: str = "") -> None:
+        ratio_text = f"{ratio:.3f}" if ratio is not None else ""
+        print(f"{label:<56}{value:>18}{ratio_text:>10}  {goal}")
+
     print()
     print(f"DRaFT-K benchmark: tiny SD, {R}x{R}, batch {B}, T={T}, K={K}, CFG {G}, LoRA r{LORA.rank} all attention")
-    print(f"{'measure':<58}{'value':>14}{'ratio':>10}  goal")
-    print(f"{'step time, checkpointed (s)':<58}{timings['step']:>14.4f}{timings['step'] / parts:>10.3f}  <= 1.15")
-    print(
-        f"{'step time, no checkpointing (s)':<58}{timings['step_no_ckpt']:>14.4f}{timings['step_no_ckpt'] / parts:>10.3f}"
-    )  # noqa: E501
-    print(f"{'  sum of parts (s)':<58}{parts:>14.4f}")
+    row("measure", "value", None, "ratio / goal")
+    row("step time, checkpointed (s)", f"{timings['step']:.4f}", timings["step"] / parts, "<= 1.15 x parts")
+    row("step time, no checkpointing (s)", f"{timings['step_no_ckpt']:.4f}", timings["step_no_ckpt"] / parts)
+    row("  sum of parts (s)", f"{parts:.4f}")
     for name in ("nograd_unet", "grad_unet", "vae", "critic"):
-        print(f"{'    ' + name:<58}{timings[name]:>14.4f}")
-    print(f"{'saved for backward, T=10 K=1 (MiB)':<58}{saved_10 * mib:>14.3f}")
-    print(
-        f"{'saved for backward, T=50 K=1 (MiB)':<58}{saved_50 * mib:>14.3f}{saved_50 / saved_10:>10.3f}  within 5% of T=10"
-    )  # noqa: E501
-    print(
-        f"{'saved for backward, T=50 full backprop K=50 (MiB)':<58}{saved_full * mib:>14.3f}{saved_full / saved_10:>10.3f}  (contrast)"
-    )  # noqa: E501
+        row(f"    {name}", f"{timings[name]:.4f}")
+    row("saved for backward, T=10 K=1 (MiB)", f"{saved_10 * mib:.3f}")
+    row("saved for backward, T=50 K=1 (MiB)", f"{saved_50 * mib:.3f}", saved_50 / saved_10, "T=50 / T=10 <= 1.05")
+    row("saved for backward, T=50 K=50 full (MiB)", f"{saved_full * mib:.3f}", saved_full / saved_10, "contrast")
     if trl_row is not None:
         ours_t, trl_t, ours_b, trl_b, trl_b50 = trl_row
-        print(
-            f"{'step time vs trl AlignProp rgb_with_grad (ours / trl)':<58}{ours_t:>7.3f}/{trl_t:<6.3f}{ours_t / trl_t:>10.3f}  < 1"
-        )  # noqa: E501
-        print(
-            f"{f'saved bytes vs trl at T={T} (ours / trl, MiB)':<58}{ours_b * mib:>7.2f}/{trl_b * mib:<6.2f}{ours_b / trl_b:>10.3f}  < 1"
-        )  # noqa: E501
-        print(
-            f"{'saved bytes vs trl at T=50 (ours / trl, MiB)':<58}{saved_50 * mib:>7.2f}/{trl_b50 * mib:<6.2f}{saved_50 / trl_b50:>10.3f}  < 1"
-        )  # noqa: E501
+        row("step time, ours / trl AlignProp rgb_with_grad (s)", f"{ours_t:.3f}/{trl_t:.3f}", ours_t / trl_t, "< 1")
+        row(f"saved bytes at T={T}, ours / trl (MiB)", f"{ours_b * mib:.2f}/{trl_b * mib:.2f}", ours_b / trl_b, "< 1")
+        row(
+            "saved bytes at T=50, ours / trl (MiB)",
+            f"{saved_50 * mib:.2f}/{trl_b50 * mib:.2f}",
+            saved_50 / trl_b50,
+            "< 1",
+        )
 
 
 if __name__ == "__main__":
