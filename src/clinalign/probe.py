@@ -173,7 +173,11 @@ class LinearProbe(nn.Module):
                 loss.backward()
                 optimizer.step()
         probe.eval()
-        probe.metrics = {"train_accuracy": probe.accuracy(x, y), "train_loss": float(loss), "n_train": float(len(x))}
+        probe.metrics = {
+            "train_accuracy": probe.accuracy(x, y),
+            "train_loss": float(loss.detach()),
+            "n_train": float(len(x)),
+        }
         if val_embeddings is not None and val_labels is not None:
             probe.metrics["val_accuracy"] = probe.accuracy(val_embeddings, val_labels)
             probe.metrics["n_val"] = float(len(probe.encode_labels(val_labels)))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from clinalign.critics.base import Critic, TextTruncationWarning
+from clinalign.critics.base import Critic, TextTruncationWarning, same_model
 from clinalign.critics.preprocess import ImagePreprocessConfig, preprocess_images
 from clinalign.errors import ConfigError, ModelLoadError
 
@@ -27,6 +27,7 @@ __all__ = [
     "register_backend",
     "resolve_device",
     "resolve_dtype",
+    "same_model",
 ]
 
 CriticLoader = Callable[..., Critic]

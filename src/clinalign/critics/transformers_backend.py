@@ -7,6 +7,7 @@ processor configs.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from clinalign.critics.base import Critic
+from clinalign.critics.naflex import naflex_inputs
 from clinalign.critics.preprocess import ImagePreprocessConfig, interpolation_name
 from clinalign.errors import ConfigError, ModelLoadError
 
@@ -84,7 +86,10 @@ class TransformersCritic(Critic):
         self.model_type = str(getattr(config, "model_type", "")).lower()
         vision_config = getattr(config, "vision_config", config)
         text_config = getattr(config, "text_config", config)
-        self.preprocess_config = _preprocess_from_processor(image_processor, int(vision_config.image_size))
+        model_image_size = getattr(vision_config, "image_size", None)
+        if model_image_size is None:  # NaFlex configs give a patch budget instead of a size
+            model_image_size = int(vision_config.patch_size) * math.isqrt(int(vision_config.num_patches))
+        self.preprocess_config = _preprocess_from_processor(image_processor, int(model_image_size))
         limit = int(getattr(text_config, "max_position_embeddings", 77))
         tokenizer_limit = getattr(tokenizer, "model_max_length", None)
         if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 100_000:
@@ -93,8 +98,35 @@ class TransformersCritic(Critic):
         self.pad_to_max_length = self.model_type in _PAD_TO_MAX_FAMILIES
         self.tokenizer = tokenizer
         self.embed_dim = int(getattr(config, "projection_dim", None) or text_config.hidden_size)
+        self._naflex: dict[str, int] | None = None
+        if self.model_type == "siglip2":
+            settings = image_processor.to_dict() if hasattr(image_processor, "to_dict") else {}
+            patch = int(settings.get("patch_size") or vision_config.patch_size)
+            max_patches = int(settings.get("max_num_patches") or vision_config.num_patches)
+            self._naflex = {"patch_size": patch, "max_num_patches": max_patches}
+            # square inputs map to this side; used where images must be batched before encoding
+            side = patch * math.isqrt(max_patches)
+            self.preprocess_config = ImagePreprocessConfig(
+                resize_mode="squash",
+                resize_size=side,
+                crop_size=None,
+                mean=self.preprocess_config.mean,
+                std=self.preprocess_config.std,
+                interpolation="bilinear",
+            )
+
+    def _prepare_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        if self._naflex is None:
+            return super()._prepare_pixels(images)
+        # NaFlex: normalisation and patching happen in _image_features, which needs the grid shape
+        return images
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self._naflex is not None:
+            cfg = self.preprocess_config
+            inputs = naflex_inputs(pixel_values.float(), mean=cfg.mean, std=cfg.std, **self._naflex)
+            inputs["pixel_values"] = inputs["pixel_values"].to(pixel_values.dtype)
+            return _features(self._module.get_image_features(**inputs))
         return _features(self._module.get_image_features(pixel_values=pixel_values))
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
