@@ -5,7 +5,7 @@
 
 The models are random, so the images are noise; the point is to exercise the whole pipeline (rewards
 from a critic + probe, held-out evaluation with a different critic, checkpoints, TensorBoard logs,
-sample grids, LoRA export and generation) in about a minute on a CPU.
+sample grids, LoRA export and generation) in a few minutes on a CPU.
 """
 
 from __future__ import annotations

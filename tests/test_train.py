@@ -292,3 +292,19 @@ def test_trainer_config_errors(tmp_path):
             rewards=[BrightnessReward()], config=tiny_config(tmp_path, eval_every=1, eval_data="x.jsonl"),
             train_data=toy_rows(2), eval_data=toy_rows(2),
         )  # fmt: skip
+
+
+def test_evaluator_equal_to_training_critic_warns(tmp_path):
+    """Loaded twice (as if by hub id and by local copy), the same weights are recognised by fingerprint."""
+    from clinalign.critics import load_critic
+    from clinalign.rewards import SFSReward, VDCReward
+    from clinalign.testing import build_tiny_clip
+
+    path = build_tiny_clip(tmp_path / "clip")
+    trained, evaluator = load_critic(path, device="cpu"), load_critic(path, device="cpu")
+    with pytest.warns(UserWarning, match="evaluator uses the training critic"):
+        trainer = DraftKTrainer(
+            rewards=[VDCReward(trained)], config=tiny_config(tmp_path), train_data=toy_rows(2),
+            eval_data=toy_rows(2), eval_rewards=[SFSReward(evaluator)],
+        )  # fmt: skip
+    assert trainer.metadata()["training_critic_identities"] == [trained.identity()]

@@ -162,10 +162,17 @@ class DiffusionModel:
         path = Path(directory).expanduser()
         if _looks_like_path(str(directory)) and not path.exists():
             raise ModelLoadError(f"LoRA directory not found: {directory}. Check the path.")
+        from diffusers.utils import logging as diffusers_logging
+
+        # diffusers warns that the text encoder has no LoRA keys; our LoRA is UNet-only by design
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
         try:
             self.pipeline.load_lora_weights(str(directory))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not load LoRA weights from {directory}: {exc}") from exc
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
         for name, p in self.unet.named_parameters():
             if "lora_" in name:
                 p.requires_grad_(False)

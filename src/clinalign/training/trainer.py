@@ -153,6 +153,19 @@ def _critic_names(composite: Any) -> list[str]:
     return sorted({r.critic.name for r in composite.rewards if getattr(r, "critic", None) is not None})
 
 
+def _critic_identities(composite: Any) -> list[dict[str, str]]:
+    """``{"name", "fingerprint"}`` of each distinct critic behind ``composite``'s rewards."""
+    if composite is None:
+        return []
+    found: dict[str, dict[str, str]] = {}
+    for reward in composite.rewards:
+        critic = getattr(reward, "critic", None)
+        if critic is not None and hasattr(critic, "identity"):
+            identity = critic.identity()
+            found[identity.get("fingerprint") or identity["name"]] = identity
+    return sorted(found.values(), key=lambda i: i["name"])
+
+
 def _lr_factor(step: int, config: TrainConfig, total_steps: int) -> float:
     warmup = config.lr_warmup_steps
     if warmup and step < warmup:
@@ -284,10 +297,13 @@ class DraftKTrainer:
             raise ConfigError("`eval_every` > 0 needs held-out rows: set `eval_data` or pass eval_data=[...].")
         if cfg.eval_every > 0 and self.eval_fn is None:
             raise ConfigError("`eval_every` > 0 needs an evaluator: set `eval_critic` or pass eval_rewards=[...].")
-        shared = set(_critic_names(self.eval_fn)) & set(_critic_names(self.reward_fn))
+        # compare weights fingerprints, not names: a hub id and its local copy are the same model
+        trained_with = {i.get("fingerprint") or i["name"]: i["name"] for i in _critic_identities(self.reward_fn)}
+        evaluated_with = {i.get("fingerprint") or i["name"] for i in _critic_identities(self.eval_fn)}
+        shared = sorted(trained_with[key] for key in evaluated_with & set(trained_with))
         if shared:
             warnings.warn(
-                f"the evaluator uses the training critic {sorted(shared)}: held-out scores cannot reveal reward "
+                f"the evaluator uses the training critic {shared}: held-out scores cannot reveal reward "
                 "hacking. Use a different evaluator critic.",
                 UserWarning,
                 stacklevel=2,
@@ -708,6 +724,7 @@ class DraftKTrainer:
             "clinalign_version": __version__,
             "base_model": self.model.name_or_path,
             "training_critics": self.training_critics,
+            "training_critic_identities": _critic_identities(self.reward_fn),
             "rewards": self.reward_fn.describe() if self.reward_fn is not None else [],
             "class_names": self.class_names,
             "steps": self.global_step,
