@@ -308,3 +308,16 @@ def test_evaluator_equal_to_training_critic_warns(tmp_path):
             eval_data=toy_rows(2), eval_rewards=[SFSReward(evaluator)],
         )  # fmt: skip
     assert trainer.metadata()["training_critic_identities"] == [trained.identity()]
+
+
+def test_bf16_mixed_precision_keeps_lora_fp32(tmp_path):
+    cfg = tiny_config(tmp_path, mixed_precision="bf16", max_steps=1, repeats=1, num_inference_steps=2)
+    trainer = DraftKTrainer(rewards=[BrightnessReward()], config=cfg, train_data=toy_rows(2))
+    assert trainer.model.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    assert next(trainer.model.vae.parameters()).dtype == torch.bfloat16
+    before = [p.detach().clone() for p in trainer.params]
+    out = trainer.train()
+    assert math.isfinite(out.history[0]["loss/total"])
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))

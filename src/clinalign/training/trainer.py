@@ -406,7 +406,8 @@ class DraftKTrainer:
                         generator=generator,
                         gradient_checkpointing=cfg.gradient_checkpointing,
                     )
-                    scored = self.reward_fn(out.images, batch)
+                # rewards run outside autocast: critics keep their own dtype (fp32 by default)
+                scored = self.reward_fn(out.images.float(), batch)
                 reward = scored.total.mean()
                 totals.append(float(reward.detach()))
                 for name, value in scored.components.items():
