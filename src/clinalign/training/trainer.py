@@ -166,6 +166,21 @@ def _critic_identities(composite: Any) -> list[dict[str, str]]:
     return sorted(found.values(), key=lambda i: i["name"])
 
 
+def _allow_new_precision(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state; in a single process (notebook, tests) a second trainer
+    with another precision would fail, so drop the old state there. Launched multi-process runs keep it."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                f"this process already runs accelerate with mixed_precision={state.get('_mixed_precision')!r}; "
+                f"cannot switch to {mixed_precision!r} inside a launched multi-process job."
+            )
+        AcceleratorState._reset_state()
+
+
 def _lr_factor(step: int, config: TrainConfig, total_steps: int) -> float:
     warmup = config.lr_warmup_steps
     if warmup and step < warmup:
@@ -225,6 +240,8 @@ class DraftKTrainer:
             raise ConfigError(f"config must be a TrainConfig, got {type(cfg).__name__}.")
         cfg.check_reward_options(rewards_given=rewards is not None)
         self.output_dir = Path(cfg.output_dir)
+        if accelerator is None:
+            _allow_new_precision(cfg.mixed_precision)
         self.accelerator = accelerator or Accelerator(
             mixed_precision=cfg.mixed_precision,
             log_with=None if cfg.log_with == "none" else cfg.log_with,
