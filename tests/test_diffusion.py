@@ -139,9 +139,9 @@ def _saved_bytes(model, steps, k):
 
 def test_saved_memory_independent_of_steps(model):
     model.add_lora(LoraSpec(rank=2))
-    short, long = _saved_bytes(model, 4, 1), _saved_bytes(model, 12, 1)
+    short, long = _saved_bytes(model, 3, 1), _saved_bytes(model, 9, 1)
     assert abs(long - short) / short < 0.05
-    assert _saved_bytes(model, 12, 12) > 5 * short  # full backprop grows with T
+    assert _saved_bytes(model, 9, 9) > 3 * short  # full backprop grows with T
 
 
 def test_denoising_loss_grads_lora_only(model):

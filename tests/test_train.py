@@ -137,6 +137,7 @@ def test_resume_equals_uninterrupted(tmp_path):
         "checkpoint_every": 2,
         "gradient_accumulation_steps": 2,
         "batch_size": 1,
+        "num_inference_steps": 2,
     }
     rows = toy_rows(6)
     full = DraftKTrainer(

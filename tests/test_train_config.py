@@ -102,6 +102,12 @@ def test_checklists_and_templates(tmp_path):
     path.write_text("checklists:\n  a:\n    Location: left\n    Color: red\n  b: plain text\n")
     checklists = load_checklists(path)
     assert checklists == {"a": "Location: left; Color: red", "b": "plain text"}
+    written = tmp_path / "checklists.json"  # the layout `clinalign checklists` writes
+    written.write_text(
+        '{"checklists": {"a": {"attributes": {"Location": "left"}, "t_c": "left, red", "source": "builtin"}},'
+        ' "failures": {}, "missing": []}'
+    )
+    assert load_checklists(written) == {"a": "left, red"}
     from PIL import Image
 
     image = Image.new("RGB", (8, 8))

@@ -37,8 +37,9 @@ class TrainExample:
 def load_checklists(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> dict[str, str]:
     """Class -> checklist text, from a JSON/YAML file or a mapping.
 
-    Values may be strings or attribute mappings (``{"Location": "...", ...}``), which are joined as
-    ``"Location: ...; Lesion Type: ..."``.
+    Accepts ``clinalign checklists`` output (``{"checklists": {class: {"attributes": ..., "t_c": ...}}}``,
+    where ``t_c`` is used), a preset-style ``checklists:`` YAML block, or a plain mapping. Values may be
+    strings or attribute mappings (``{"Location": "...", ...}``), joined as ``"Location: ...; Color: ..."``.
     """
     if source is None:
         return {}
@@ -67,8 +68,11 @@ def load_checklists(source: str | os.PathLike[str] | Mapping[str, Any] | None) -
     for name, value in data.items():
         if isinstance(value, str):
             out[str(name)] = value
+        elif isinstance(value, Mapping) and isinstance(value.get("t_c"), str):
+            out[str(name)] = value["t_c"]  # `clinalign checklists` JSON: the rendered checklist text
         elif isinstance(value, Mapping):
-            out[str(name)] = "; ".join(f"{k}: {v}" for k, v in value.items())
+            attributes = value.get("attributes", value)
+            out[str(name)] = "; ".join(f"{k}: {v}" for k, v in attributes.items())
         else:
             raise DataError(f"{where}: checklist for class '{name}' must be text or a mapping, got {value!r}.")
     return out
