@@ -12,14 +12,13 @@ Prints, side by side:
 
 Run: ``python bench/bench_draftk.py [--steps 20] [--batch 2] [--resolution 32] [--repeats 5]``
 (``pip install 'clinalign[bench]'`` installs trl==0.23.1; install it with ``--no-deps``).
-Times are medians over interleaved repeats, so machine load affects both sides alike.
+Times are the best of interleaved repeats, so machine load affects both sides alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -59,18 +58,10 @@ class SavedBytes:
         self._ctx.__exit__(*exc)
 
 
-def median_time(fn: Callable[[], None], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median time of each function, run round-robin so load drift hits all of them alike."""
+    """Best (minimum) time of each function, run round-robin so load drift hits all of them alike.
+
+    The minimum is the least noisy estimate on a shared machine: other processes can only add time."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -79,7 +70,7 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -89,7 +80,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on shared CPUs).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
