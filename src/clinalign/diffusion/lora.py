@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -103,8 +102,8 @@ def load_lora_state_dict(unet: torch.nn.Module, state: dict[str, torch.Tensor]) 
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
         raise ModelLoadError(f"LoRA checkpoint has {len(unexpected)} keys the model lacks, e.g. {unexpected[:3]}.")
-    expected = {n for n, _ in lora_parameters(unet)}
-    missing = [n for n in expected if not any(n.replace(f".{ADAPTER_NAME}", "") == k for k in state)]
+    expected = {n.replace(f".{ADAPTER_NAME}.", ".") for n, _ in lora_parameters(unet)}
+    missing = sorted(expected - set(state))
     if missing:
         raise ModelLoadError(
             f"LoRA checkpoint lacks {len(missing)} of the adapter's weights, e.g. {missing[:3]}; "
@@ -150,8 +149,3 @@ def _adapter_metadata(unet: torch.nn.Module) -> dict[str, Any]:
     if isinstance(out.get("target_modules"), set):
         out["target_modules"] = sorted(out["target_modules"])
     return out
-
-
-def lora_targets_from_names(names: Sequence[str]) -> list[str]:
-    """Module names that carry LoRA weights (for messages and tests)."""
-    return sorted({n.split(".lora_")[0] for n in names if ".lora_" in n})
