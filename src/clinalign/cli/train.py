@@ -10,7 +10,7 @@ from clinalign.errors import ConfigError
 
 _TRAIN_HELP = """Finetune LoRA weights of a Stable Diffusion model with DRaFT-K on clinical rewards (CRAFT).
 
-All options live in the YAML/JSON config (see examples/craft_chexpert.yaml and docs/training.md);
+All options live in the YAML/JSON config (see examples/craft_chexpert.yaml and docs/training.md); \
 flags override a few of them. Multi-GPU: `accelerate launch -m clinalign train --config craft.yaml`.
 
 \b
@@ -21,8 +21,8 @@ Examples:
 
 _GENERATE_HELP = """Generate PNGs from prompts with a base model and optionally a trained LoRA.
 
-Writes OUT/images/*.png and OUT/manifest.jsonl (file, prompt, label, seed, sample_index, ref_id,
-checklist). Each image has its own seed derived from --seed, so output does not depend on
+Writes OUT/images/*.png and OUT/manifest.jsonl (file, prompt, label, seed, sample_index, ref_id, \
+checklist). Each image has its own seed derived from --seed, so output does not depend on \
 --batch-size; rerunning skips images already written.
 
 \b
