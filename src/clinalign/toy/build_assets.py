@@ -223,7 +223,7 @@ def train_vae(images: torch.Tensor, cfg: BuildConfig):
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        if step % 250 == 0 or step == cfg.vae_steps - 1:
+        if step % 100 == 0 or step == cfg.vae_steps - 1:
             _log(f"vae step {step}/{cfg.vae_steps} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
     vae.eval()
     with torch.no_grad():
