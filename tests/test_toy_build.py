@@ -1,0 +1,34 @@
+"""``python -m clinalign.toy.build_assets --reduced`` rebuilds every artifact end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_build_assets_reduced(tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+    from transformers import AutoModel
+
+    from clinalign.toy.build_assets import main
+
+    assert main(["--reduced", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "build_assets finished in" in printed
+    for name in ("base", "training_critic", "evaluator_critic"):
+        assert (tmp_path / name).is_dir()
+    info = json.loads((tmp_path / "build_info.json").read_text())
+    assert 0.0 <= info["training_critic"]["probe_accuracy_test"] <= 1.0
+    assert "label_prompts_evaluator_accuracy" in info["base_eval"]
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "base")
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 32
+    AutoModel.from_pretrained(tmp_path / "evaluator_critic")
+
+
+def test_build_assets_rejects_unknown_stage(capsys):
+    from clinalign.toy.build_assets import main
+
+    assert main(["--stages", "unet"]) == 2
+    assert "unknown stage" in capsys.readouterr().err
