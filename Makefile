@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
 quickstart: install
-	$(BIN)/clinalign quickstart --out runs/quickstart
+	$(BIN)/python examples/rewards_tour.py
 
 lint: dev
 	$(BIN)/ruff check src tests

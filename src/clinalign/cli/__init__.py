@@ -16,7 +16,7 @@ from clinalign import __version__
 from clinalign.errors import ClinAlignError
 
 # Modules under clinalign.cli that add commands; each defines ``register(app: typer.Typer)``.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("enrich", "probe", "score")
 
 TRACEBACK_ENV = "CLINALIGN_TRACEBACK"
 
@@ -56,7 +56,12 @@ for _name in _COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning :class:`ClinAlignError` into exit code 2."""
     try:
-        app(args=argv, prog_name="clinalign", standalone_mode=False)
+        # in non-standalone mode click returns the code of a typer.Exit instead of exiting
+        code = app(args=argv, prog_name="clinalign", standalone_mode=False)
+        if isinstance(code, int) and code:
+            if code == 130:
+                typer.echo("Interrupted.", err=True)
+            sys.exit(code)
     except ClinAlignError as exc:
         if os.environ.get(TRACEBACK_ENV):
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from clinalign.critics.preprocess import ImagePreprocessConfig, preprocess_images
-from clinalign.errors import ConfigError, DataError
+from clinalign.errors import DataError
 
 
 class TextTruncationWarning(UserWarning):
@@ -40,6 +41,7 @@ class Critic(ABC):
         self._module = module
         self._text_cache: dict[str, torch.Tensor] = {}
         self.image_encoder_calls = 0  # how many times the image tower ran (rewards share embeddings)
+        self._fingerprint: str | None = None
         self._freeze()
 
     # ------------------------------------------------------------------ backend hooks
@@ -55,6 +57,10 @@ class Critic(ABC):
     def _token_lengths(self, texts: list[str]) -> list[int]:
         """Untruncated token counts, to report how many texts exceed ``max_text_tokens``."""
 
+    def _prepare_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable preprocessing of [B,3,H,W] float32 pixels in [0,1]; backends may override."""
+        return preprocess_images(images, self.preprocess_config)
+
     # ------------------------------------------------------------------ properties
     @property
     def module(self) -> torch.nn.Module:
@@ -68,6 +74,26 @@ class Critic(ABC):
     @property
     def dtype(self) -> torch.dtype:
         return next(self._module.parameters()).dtype
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the weights (names, shapes and leading values of every tensor).
+
+        Two critics with equal fingerprints are the same model however they were loaded (hub id
+        or local copy), which is what the training-critic vs evaluator check needs.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self._module.state_dict().items()):
+                digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+                head = tensor.detach().flatten()[:4096].to("cpu", torch.float32)
+                digest.update(head.numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def identity(self) -> dict[str, str]:
+        """``{"name": ..., "fingerprint": ...}``, as recorded in training metadata."""
+        return {"name": self.name, "fingerprint": self.fingerprint}
 
     @property
     def image_size(self) -> int:
@@ -99,7 +125,7 @@ class Critic(ABC):
         images = self._validate_images(images)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        pixels = preprocess_images(images.to(self.device, torch.float32), self.preprocess_config)
+        pixels = self._prepare_pixels(images.to(self.device, torch.float32))
         features = self._image_features(pixels.to(self.dtype))
         self.image_encoder_calls += 1
         return torch.nn.functional.normalize(features.float(), dim=-1)
@@ -176,7 +202,10 @@ class Critic(ABC):
         return images
 
 
-def check_same_space(a: Critic, b: Critic) -> None:
-    """Raise if two critics do not share an embedding space (used when mixing cached embeddings)."""
-    if a.name != b.name:
-        raise ConfigError(f"embeddings from critic '{a.name}' cannot be compared with embeddings from '{b.name}'.")
+def same_model(critic: Critic, recorded: dict[str, str] | str) -> bool:
+    """True when ``critic`` is the model described by ``recorded`` (an :meth:`Critic.identity` dict or a name)."""
+    if isinstance(recorded, str):
+        return recorded == critic.name
+    if recorded.get("fingerprint") and recorded["fingerprint"] == critic.fingerprint:
+        return True
+    return recorded.get("name") == critic.name

@@ -5,7 +5,13 @@ model from a config and ``save_pretrained``-s it to a directory, which is then l
 the same public loaders users call with hub ids.
 """
 
-from clinalign.testing.critics import build_tiny_clip, build_tiny_open_clip, build_tiny_siglip
+from clinalign.testing.critics import build_tiny_clip, build_tiny_open_clip, build_tiny_siglip, build_tiny_siglip2
 from clinalign.testing.tokenizer import build_word_tokenizer
 
-__all__ = ["build_tiny_clip", "build_tiny_open_clip", "build_tiny_siglip", "build_word_tokenizer"]
+__all__ = [
+    "build_tiny_clip",
+    "build_tiny_open_clip",
+    "build_tiny_siglip",
+    "build_tiny_siglip2",
+    "build_word_tokenizer",
+]

@@ -11,6 +11,25 @@ import torch
 from clinalign.testing.tokenizer import build_word_tokenizer
 
 
+def _tower(hidden_size: int, layers: int) -> dict[str, int]:
+    return {
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+    }
+
+
+def _text_tower(tokenizer, hidden_size: int, layers: int, max_text_tokens: int) -> dict[str, int]:
+    return {
+        **_tower(hidden_size, layers),
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": max_text_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
 def build_tiny_clip(
     out_dir: str | os.PathLike[str],
     *,
@@ -29,25 +48,8 @@ def build_tiny_clip(
     out = Path(out_dir)
     tokenizer = build_word_tokenizer(out, model_max_length=max_text_tokens)
     torch.manual_seed(seed)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": hidden_size * 2,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 2,
-        "max_position_embeddings": max_text_tokens,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    vision = {
-        "image_size": image_size,
-        "patch_size": patch_size,
-        "hidden_size": hidden_size,
-        "intermediate_size": hidden_size * 2,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 2,
-    }
+    text = {**_text_tower(tokenizer, hidden_size, layers, max_text_tokens), "bos_token_id": tokenizer.bos_token_id}
+    vision = {**_tower(hidden_size, layers), "image_size": image_size, "patch_size": patch_size}
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim))
     model.save_pretrained(out, safe_serialization=True)
     resize = image_size + image_size // 8 if crop else image_size
@@ -77,29 +79,36 @@ def build_tiny_siglip(
     out = Path(out_dir)
     tokenizer = build_word_tokenizer(out, model_max_length=max_text_tokens, bos=False)
     torch.manual_seed(seed)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": hidden_size * 2,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 2,
-        "max_position_embeddings": max_text_tokens,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-    vision = {
-        "image_size": image_size,
-        "patch_size": patch_size,
-        "hidden_size": hidden_size,
-        "intermediate_size": hidden_size * 2,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 2,
-    }
+    text = _text_tower(tokenizer, hidden_size, layers, max_text_tokens)
+    vision = {**_tower(hidden_size, layers), "image_size": image_size, "patch_size": patch_size}
     model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
     model.save_pretrained(out, safe_serialization=True)
     SiglipImageProcessor(
         size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     ).save_pretrained(out)
+    return out
+
+
+def build_tiny_siglip2(
+    out_dir: str | os.PathLike[str],
+    *,
+    patch_size: int = 8,
+    max_num_patches: int = 16,
+    hidden_size: int = 32,
+    layers: int = 2,
+    max_text_tokens: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised tiny SigLIP 2 (NaFlex) model + tokenizer + image processor to ``out_dir``."""
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+
+    out = Path(out_dir)
+    tokenizer = build_word_tokenizer(out, model_max_length=max_text_tokens, bos=False)
+    torch.manual_seed(seed)
+    text = _text_tower(tokenizer, hidden_size, layers, max_text_tokens)
+    vision = {**_tower(hidden_size, layers), "patch_size": patch_size, "num_patches": max_num_patches}
+    Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)).save_pretrained(out, safe_serialization=True)
+    Siglip2ImageProcessor(patch_size=patch_size, max_num_patches=max_num_patches).save_pretrained(out)
     return out
 
 

@@ -1,0 +1,281 @@
+"""``clinalign enrich`` and ``clinalign checklists``: parse flags, check them, call the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from clinalign.errors import ConfigError, DataError
+
+# Dataset-specific flags: which datasets each applies to (checked so a misplaced flag is not silently ignored).
+_DATASET_FLAGS: dict[str, tuple[str, ...]] = {
+    "csv": ("chexpert", "fitzpatrick17k", "origa"),
+    "uncertain": ("chexpert",),
+    "top_conditions": ("fitzpatrick17k",),
+    "image_dir": ("fitzpatrick17k", "origa"),
+    "magnification": ("breakhis",),
+    "manifest": ("generic",),
+}
+_LOADER_KWARG = {"csv": "csv_path"}
+
+ENRICH_HELP = "\n\n".join(
+    [
+        "Write label-conditioned enriched prompts (t_ep) for a dataset with a multimodal LLM.",
+        "Each image is sent with its true label as a hard constraint; the JSON reply is validated against the "
+        "preset's schema and rules (repair turns show the model its errors), rendered to t_ep and appended to "
+        "OUT/enriched.jsonl; failures go to OUT/failures.jsonl with a reason. Rerun the same command to resume: "
+        "finished records are skipped and failures retried. The API key is read from $OPENAI_API_KEY "
+        "(or --api-key-env).",
+        "Examples:",
+        "  clinalign enrich --dataset chexpert --data-root data/chexpert --csv train.csv --model gpt-4o-mini "
+        "--out out/cxr",
+        "  clinalign enrich --dataset generic --manifest data/manifest.csv --model medgemma "
+        "--base-url http://localhost:8000/v1 --concurrency 16 --out out/gen",
+        "  clinalign enrich --dataset origa --data-root data/origa --model gpt-4o --dry-run",
+    ]
+)
+
+CHECKLISTS_HELP = "\n\n".join(
+    [
+        "Print (and with --out, write) the class checklists t_c of a dataset's preset.",
+        "With --generate, ask the MLLM for one checklist per class instead, validated with the same machinery as "
+        "enrichment; checklists.yaml (written to --out) can be pasted into a custom preset and checklists.json "
+        "passed to `clinalign enrich --checklists`.",
+        "Examples:",
+        "  clinalign checklists --dataset chexpert",
+        "  clinalign checklists --dataset breakhis --generate --model gpt-4o --out out/checklists",
+    ]
+)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (not the stream current when the handler was made)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("clinalign.enrich")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _parse_fractions(text: str) -> dict[str, float]:
+    fractions: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            fractions[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--split-fractions must look like 'train=0.8,val=0.1,test=0.1', got {text!r}.") from None
+    return fractions
+
+
+def _load_records(
+    dataset: str,
+    data_root: Path | None,
+    flags: dict[str, Any],
+    split: str | None,
+    split_fractions: str | None,
+    seed: int,
+) -> list[Any]:
+    from clinalign.data import load_dataset, patient_split
+
+    options: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        allowed = _DATASET_FLAGS[flag]
+        if dataset not in allowed:
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} does not apply to --dataset {dataset} (only to {', '.join(allowed)})."
+            )
+        options[_LOADER_KWARG.get(flag, flag)] = value
+    loaded = load_dataset(dataset, data_root, **options)
+    typer.echo(f"{dataset}: {loaded.summary()}", err=True)
+    records = loaded.records
+    if split_fractions is not None:
+        records = patient_split(records, _parse_fractions(split_fractions), seed=seed)
+    if split is not None:
+        available = sorted({str(r.split) for r in records})
+        records = [r for r in records if r.split == split]
+        if not records:
+            raise DataError(
+                f"no {dataset} records with split {split!r} (splits present: {available}). Pick one of those, or "
+                "assign patient-level splits with --split-fractions train=0.8,val=0.1,test=0.1."
+            )
+    return records
+
+
+def _config(**values: Any):
+    from pydantic import ValidationError
+
+    from clinalign.enrich import EnrichConfig
+
+    try:
+        return EnrichConfig(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid enrichment options: {problems}.") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("enrich", help=ENRICH_HELP)
+    def enrich_command(
+        dataset: str = typer.Option(..., help="chexpert, fitzpatrick17k, breakhis, origa or generic."),
+        data_root: Path | None = typer.Option(None, help="The dataset folder (as downloaded)."),
+        csv: Path | None = typer.Option(None, help="The dataset CSV (chexpert, fitzpatrick17k, origa)."),
+        manifest: Path | None = typer.Option(None, help="CSV/JSONL with image,label[,split,patient_id] (generic)."),
+        image_dir: Path | None = typer.Option(
+            None, help="Image folder if not under --data-root (fitzpatrick17k, origa)."
+        ),
+        uncertain: str | None = typer.Option(None, help="CheXpert -1 labels: exclude (default), positive, negative."),
+        top_conditions: int | None = typer.Option(None, help="Fitzpatrick17k: keep the N most frequent conditions."),
+        magnification: str | None = typer.Option(None, help="BreakHis magnification (default 100X)."),
+        split: str | None = typer.Option(None, help="Enrich only records of this split (e.g. train)."),
+        split_fractions: str | None = typer.Option(
+            None, help="Assign seeded patient-level splits first, e.g. train=0.8,val=0.1,test=0.1."
+        ),
+        seed: int = typer.Option(0, help="Seed of --split-fractions."),
+        preset: str | None = typer.Option(None, help="Preset name or YAML file (default: the dataset's)."),
+        checklists: Path | None = typer.Option(None, help="checklists.json/.yaml from `clinalign checklists`."),
+        model: str | None = typer.Option(None, help="Model name at the endpoint."),
+        base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (vLLM, Ollama, gateway)."),
+        api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key."),
+        concurrency: int = typer.Option(8, help="Requests in flight."),
+        timeout: float = typer.Option(60.0, help="Seconds per request."),
+        max_retries: int = typer.Option(5, help="Retries on 429/5xx/timeouts."),
+        max_repairs: int = typer.Option(2, help="Repair turns after an invalid reply."),
+        response_format: str = typer.Option("json_schema", help="json_schema, json_object or text."),
+        max_tokens: int = typer.Option(800, help="Completion token limit per request."),
+        max_tokens_param: str = typer.Option(
+            "max_tokens", help="Send the limit as max_tokens or max_completion_tokens (newer OpenAI models)."
+        ),
+        temperature: float = typer.Option(0.2, help="Sampling temperature."),
+        max_image_side: int = typer.Option(768, help="Downscale images to this longer side."),
+        limit: int | None = typer.Option(None, help="Enrich at most N records."),
+        tokenizer: str | None = typer.Option(None, help="Tokenizer for exact t_ep token counts (default CLIP BPE)."),
+        price_input: float | None = typer.Option(None, help="USD per 1M prompt tokens (cost estimate)."),
+        price_output: float | None = typer.Option(None, help="USD per 1M completion tokens (cost estimate)."),
+        retry_failures: bool = typer.Option(True, help="On a rerun, retry records in failures.jsonl."),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+        out: Path | None = typer.Option(None, help="Output folder (enriched.jsonl, failures.jsonl, config)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show prompt, schema and first request; send nothing."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Log retries and repair turns."),
+    ) -> None:
+        from clinalign.enrich import dry_run as make_dry_run
+        from clinalign.enrich import enrich, get_preset
+        from clinalign.enrich.checklists import load_checklists_file
+        from clinalign.enrich.presets import available_presets
+
+        _setup_logging(verbose)
+        if not dry_run and (model is None or out is None):
+            raise ConfigError("--model and --out are required (or pass --dry-run to only inspect the request).")
+        if dataset == "generic" and manifest is None:
+            raise ConfigError("--dataset generic needs --manifest FILE (a CSV or JSONL with image and label columns).")
+        preset_name = preset or (dataset if dataset in available_presets() else "generic")
+        chosen = get_preset(preset_name)
+        config = _config(
+            model=model or "<model>",
+            base_url=base_url,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            request_timeout=timeout,
+            max_retries=max_retries,
+            max_repairs=max_repairs,
+            response_format=response_format,
+            max_tokens=max_tokens,
+            max_tokens_param=max_tokens_param,
+            temperature=temperature,
+            max_image_side=max_image_side,
+            limit=limit,
+            tokenizer=tokenizer,
+            price_input_per_mtok=price_input,
+            price_output_per_mtok=price_output,
+            retry_failures=retry_failures,
+            progress=progress,
+        )
+        flags = {
+            "csv": csv,
+            "uncertain": uncertain,
+            "top_conditions": top_conditions,
+            "image_dir": image_dir,
+            "magnification": magnification,
+            "manifest": manifest,
+        }
+        records = _load_records(dataset, data_root, flags, split, split_fractions, seed)
+        if dry_run:
+            typer.echo(make_dry_run(records, chosen, config))
+            return
+        extra = load_checklists_file(checklists) if checklists is not None else None
+        try:
+            result = enrich(records, chosen, config, out, checklists=extra)  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            # sys.exit, not typer.Exit: the exit code must survive the non-standalone app call in cli.main
+            typer.echo(f"Interrupted: finished records are saved in {out}; rerun the same command to resume.", err=True)
+            sys.exit(130)
+        typer.echo(result.summary_table())
+        typer.echo(f"Wrote {result.enriched_path}" + (f" and {result.failures_path}" if result.failed else "") + ".")
+
+    @app.command("checklists", help=CHECKLISTS_HELP)
+    def checklists_command(
+        dataset: str | None = typer.Option(None, help="Dataset whose preset to use (chexpert, origa, ...)."),
+        preset: str | None = typer.Option(None, help="Preset name or YAML file (instead of --dataset)."),
+        classes: list[str] | None = typer.Option(None, "--classes", help="Classes to show/generate (repeatable)."),
+        generate: bool = typer.Option(False, "--generate", help="Ask the MLLM instead of using built-in checklists."),
+        model: str | None = typer.Option(None, help="Model name (with --generate)."),
+        base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (with --generate)."),
+        api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key."),
+        response_format: str = typer.Option("json_schema", help="json_schema, json_object or text."),
+        concurrency: int = typer.Option(4, help="Requests in flight (with --generate)."),
+        timeout: float = typer.Option(60.0, help="Seconds per request."),
+        max_repairs: int = typer.Option(2, help="Repair turns after an invalid reply."),
+        out: Path | None = typer.Option(None, help="Write checklists.json and checklists.yaml here."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Log retries and repair turns."),
+    ) -> None:
+        from clinalign.enrich import builtin_checklists, generate_checklists, get_preset
+
+        _setup_logging(verbose)
+        if (dataset is None) == (preset is None):
+            raise ConfigError("pass exactly one of --dataset NAME or --preset NAME_OR_YAML.")
+        chosen = get_preset(preset or dataset)  # type: ignore[arg-type]
+        if generate:
+            if model is None:
+                raise ConfigError("--generate needs --model (and --base-url for a non-OpenAI endpoint).")
+            config = _config(
+                model=model,
+                base_url=base_url,
+                api_key_env=api_key_env,
+                response_format=response_format,
+                concurrency=concurrency,
+                request_timeout=timeout,
+                max_repairs=max_repairs,
+                progress=False,
+            )
+            result = generate_checklists(chosen, classes or None, config)
+        else:
+            for flag, value in (("--model", model), ("--base-url", base_url)):
+                if value is not None:
+                    raise ConfigError(f"{flag} only applies with --generate.")
+            result = builtin_checklists(chosen, classes or None)
+        typer.echo(result.format(), nl=False)
+        if out is not None:
+            paths = result.write(out)
+            typer.echo("Wrote " + " and ".join(str(p) for p in paths) + ".")
+        if generate and result.failures:
+            sys.exit(1)

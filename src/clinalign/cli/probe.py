@@ -1,0 +1,83 @@
+"""``clinalign probe``: train and inspect DD linear probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+probe_app = typer.Typer(help="Linear probes on frozen critic embeddings (the DD reward and CAS's DD).")
+
+
+@probe_app.command("train")
+def train(
+    critic: str = typer.Option(..., help="Critic: hub id, local directory, or 'open_clip:<model>'."),
+    manifest: Path = typer.Option(..., help="CSV/JSONL with image,label (optional split, patient_id, id)."),
+    out: Path = typer.Option(..., help="Output directory for probe.safetensors + probe_config.json."),
+    split: str | None = typer.Option("train", help="Manifest split to train on ('' for all rows)."),
+    val_split: str | None = typer.Option(
+        None, help="Manifest split used for validation (default: hold out --val-fraction of the training rows)."
+    ),
+    val_fraction: float = typer.Option(0.1, help="Fraction held out by patient when no --val-split is given."),
+    image_root: Path | None = typer.Option(None, help="Folder relative image paths resolve against."),
+    epochs: int = typer.Option(50, help="Training epochs (paper: 50)."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate (paper: 1e-3)."),
+    batch_size: int = typer.Option(256, help="Probe training batch size (paper: 256)."),
+    embed_batch_size: int = typer.Option(32, help="Images per critic forward pass."),
+    seed: int = typer.Option(0, help="Seed for the split and the probe."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when available)."),
+    dtype: str = typer.Option("fp32", help="Critic weights dtype: fp32, bf16, fp16."),
+) -> None:
+    """Embed real labelled images with a critic and fit its DD probe.
+
+    Example:
+
+        clinalign probe train --critic google/medsiglip-448 --manifest train.csv --out probes/medsiglip
+    """
+    from clinalign.critics import load_critic
+    from clinalign.data.manifest import read_manifest
+    from clinalign.errors import ConfigError
+    from clinalign.probe_training import split_for_validation, train_probe
+
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
+    train_records = read_manifest(manifest, image_root=image_root, split=split or None)
+    if val_split:
+        val_records = read_manifest(manifest, image_root=image_root, split=val_split)
+    else:
+        train_records, val_records = split_for_validation(train_records, val_fraction=val_fraction, seed=seed)
+    model = load_critic(critic, device=device, dtype=dtype)
+    result = train_probe(
+        model,
+        train_records,
+        out,
+        val_records=val_records,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        embed_batch_size=embed_batch_size,
+        seed=seed,
+    )
+    val = f"{result.val_accuracy:.3f} on {result.n_val} images" if result.val_accuracy is not None else "n/a"
+    typer.echo(f"critic:         {model.name}")
+    typer.echo(f"classes:        {', '.join(result.probe.class_names)}")
+    typer.echo(f"train accuracy: {result.train_accuracy:.3f} on {result.n_train} images")
+    typer.echo(f"val accuracy:   {val}")
+    typer.echo(f"saved to:       {result.out_dir}")
+
+
+@probe_app.command("show")
+def show(directory: Path = typer.Argument(..., help="A probe directory.")) -> None:
+    """Print a saved probe's classes, critic and training metrics."""
+    from clinalign.probe import LinearProbe
+
+    probe = LinearProbe.load(directory)
+    typer.echo(f"critic:  {probe.critic_name}")
+    typer.echo(f"dim:     {probe.embed_dim}")
+    typer.echo(f"classes: {', '.join(probe.class_names)}")
+    for key, value in sorted(probe.metrics.items()):
+        typer.echo(f"{key}: {value:g}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(probe_app, name="probe")

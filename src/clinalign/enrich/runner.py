@@ -1,0 +1,546 @@
+"""Running enrichment over records: resumable, concurrent, one fsynced JSONL line per finished record.
+
+Layout of ``out_dir``::
+
+    enriched.jsonl       one validated record per line (fields, t_ep, t_c, model, preset, prompt hash, usage)
+    failures.jsonl       one line per record that failed (reason, detail, last raw reply)
+    enrich_config.json   the run's settings (no endpoint URL, no key) + preset name/version/hash
+    preset.yaml          the preset used, as YAML (a custom preset can start from it)
+
+A rerun reads both JSONL files, skips records already in ``enriched.jsonl`` and retries the rest
+(failures included unless ``retry_failures`` is off). Lines are appended and fsynced one record at a
+time, so Ctrl-C or a crash loses at most the requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clinalign.data.records import Record
+from clinalign.enrich.client import (
+    ChatClient,
+    EndpointError,
+    RequestFailed,
+    ask_validated,
+    image_data_url,
+    resolve_api_key,
+    response_format_param,
+)
+from clinalign.enrich.config import EnrichConfig
+from clinalign.enrich.presets import Preset
+from clinalign.enrich.pricing import Usage, cost_line
+from clinalign.enrich.render import TokenCounter, clip_token_count, token_counter_from_tokenizer
+from clinalign.errors import ConfigError, DataError
+from clinalign.utils.io import append_jsonl, atomic_write_text, read_jsonl, write_json
+
+logger = logging.getLogger("clinalign.enrich")
+
+ENRICHED_FILE = "enriched.jsonl"
+FAILURES_FILE = "failures.jsonl"
+CONFIG_FILE = "enrich_config.json"
+PRESET_FILE = "preset.yaml"
+_RAW_LIMIT = 4000  # characters of the last raw reply kept in failures.jsonl
+
+
+@dataclass
+class EnrichResult:
+    """What a run did.
+
+    Attributes:
+        out_dir: the output folder.
+        total: records given to the run.
+        already_done: records found in ``enriched.jsonl`` before the run (skipped).
+        succeeded: records enriched by this run.
+        failed: records that failed in this run (see ``failures_by_reason``).
+        failures_by_reason: reason code -> count, this run.
+        per_label: label -> {"done": in enriched.jsonl now, "failed": failing now, "total": given}.
+        unreadable_images: paths of images that could not be read (also in failures.jsonl).
+        usage: token usage of this run (repair turns included).
+        retries: transient-error retries; repairs: repair turns.
+        elapsed: wall-clock seconds of this run.
+        cost: the usage / estimated-cost line.
+    """
+
+    out_dir: Path
+    total: int
+    already_done: int
+    succeeded: int
+    failed: int
+    failures_by_reason: dict[str, int]
+    per_label: dict[str, dict[str, int]]
+    unreadable_images: list[str]
+    usage: Usage
+    retries: int
+    repairs: int
+    elapsed: float
+    cost: str
+
+    @property
+    def enriched_path(self) -> Path:
+        return self.out_dir / ENRICHED_FILE
+
+    @property
+    def failures_path(self) -> Path:
+        return self.out_dir / FAILURES_FILE
+
+    def summary_table(self) -> str:
+        """A plain-text table: per label done / failed / total, then totals, reasons, usage and cost."""
+        width = max([len("label"), len("total"), *(len(k) for k in self.per_label)])
+        lines = [f"{'label':<{width}}  {'done':>6}  {'failed':>6}  {'total':>6}"]
+        lines.append("-" * len(lines[0]))
+        sums = Counter()
+        for label in sorted(self.per_label):
+            row = self.per_label[label]
+            sums.update(row)
+            lines.append(f"{label:<{width}}  {row['done']:>6}  {row['failed']:>6}  {row['total']:>6}")
+        lines.append("-" * len(lines[0]))
+        lines.append(f"{'total':<{width}}  {sums['done']:>6}  {sums['failed']:>6}  {sums['total']:>6}")
+        rate = self.succeeded / self.elapsed if self.elapsed > 0 else 0.0
+        lines.append(
+            f"This run: {self.succeeded} enriched, {self.failed} failed, {self.already_done} already done; "
+            f"{self.retries} retries, {self.repairs} repair turns; {self.elapsed:.1f} s ({rate:.2f} records/s)."
+        )
+        if self.failures_by_reason:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures_by_reason.items()))
+            lines.append(f"Failures by reason: {reasons} (details in {self.failures_path}; rerun to retry them).")
+        if self.unreadable_images:
+            shown = ", ".join(self.unreadable_images[:5])
+            more = f" and {len(self.unreadable_images) - 5} more" if len(self.unreadable_images) > 5 else ""
+            lines.append(f"Unreadable images: {shown}{more}.")
+        lines.append(self.cost)
+        return "\n".join(lines)
+
+
+def _redact(text: str | None, secret: str | None) -> str | None:
+    if text is None or not secret or len(secret) < 4:
+        return text
+    return text.replace(secret, "***")
+
+
+def _repair_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL file; if a crash left a partial last line, rewrite the file without it.
+
+    Appending after a partial line would glue the next record onto it and corrupt the middle of the file.
+    """
+    if not path.is_file():
+        return []
+    rows = read_jsonl(path)
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        logger.warning("%s ended with a partial line (interrupted write); removing it", path)
+        atomic_write_text(path, "".join(_json_line(r) for r in rows))
+    return rows
+
+
+def _json_line(row: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def build_messages(preset: Preset, record: Record, image_url: str) -> list[dict[str, Any]]:
+    """System prompt (label as hard constraint) + user turn with the instruction and the image."""
+    return [
+        {"role": "system", "content": preset.system_prompt(record.label)},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": preset.user_prompt(record.label)},
+                {"type": "image_url", "image_url": {"url": image_url}},
+            ],
+        },
+    ]
+
+
+def build_request(preset: Preset, record: Record, config: EnrichConfig, image_url: str) -> dict[str, Any]:
+    """The exact chat-completions request body sent for ``record``."""
+    body: dict[str, Any] = {
+        "model": config.model,
+        "messages": build_messages(preset, record, image_url),
+        "temperature": config.temperature,
+        config.max_tokens_param: config.max_tokens,
+    }
+    response_format = response_format_param(config, f"{preset.name}_output", preset.json_schema(record.label))
+    if response_format is not None:
+        body["response_format"] = response_format
+    return body
+
+
+def _token_counter(config: EnrichConfig) -> TokenCounter:
+    return token_counter_from_tokenizer(config.tokenizer) if config.tokenizer else clip_token_count
+
+
+def prepare(records: Sequence[Record], preset: Preset, config: EnrichConfig) -> tuple[list[Record], Preset]:
+    """Check the records against the preset and bind dataset classes to presets without a class list.
+
+    Returns the records to consider (``config.limit`` applied) and the preset to use.
+    """
+    if not records:
+        raise DataError("no records to enrich: the dataset is empty after filtering.")
+    seen: set[str] = set()
+    for record in records:
+        if record.id in seen:
+            raise DataError(f"duplicate record id {record.id!r}: ids must be unique to resume runs safely.")
+        seen.add(record.id)
+    records = list(records[: config.limit] if config.limit else records)
+    labels = sorted({r.label for r in records})
+    if preset.classes is not None:
+        unknown = [label for label in labels if label not in preset.classes]
+        if unknown:
+            raise ConfigError(
+                f"labels {unknown} are not classes of preset '{preset.name}' ({preset.classes}). Filter the "
+                "dataset, use --preset generic, or write a YAML preset that lists these classes."
+            )
+    else:
+        preset = preset.with_classes(labels)
+    return records, preset
+
+
+def dry_run(records: Sequence[Record], preset: Preset, config: EnrichConfig) -> str:
+    """The system prompt, schema and first request exactly as they would be sent (image data elided)."""
+    import json
+
+    records, preset = prepare(records, preset, config)
+    first = records[0]
+    try:
+        url = image_data_url(first.image, max_side=config.max_image_side, quality=config.jpeg_quality)
+        shown_url = f"{url[:40]}...<{len(url)} characters of base64 JPEG, longer side <= {config.max_image_side}px>"
+    except DataError as exc:
+        shown_url = f"<image unreadable: {exc}>"
+    request = build_request(preset, first, config, shown_url)
+    endpoint = config.base_url or "https://api.openai.com/v1"
+    parts = [
+        f"Dry run: {len(records)} records, preset '{preset.name}' v{preset.version} "
+        f"(prompt hash {preset.prompt_hash}), model '{config.model}' at {endpoint}/chat/completions; nothing is sent.",
+        f"\n=== System prompt (record {first.id!r}, label {first.label!r}) ===\n{request['messages'][0]['content']}",
+        f"\n=== Output schema (response_format={config.response_format}) ===\n"
+        + json.dumps(preset.json_schema(first.label), indent=2),
+        "\n=== First request body ===\n" + json.dumps(request, indent=2, ensure_ascii=False),
+    ]
+    checklist = preset.render_checklist(first.label)
+    if checklist:
+        parts.append(f"\n=== Checklist t_c for {first.label!r} ===\n{checklist}")
+    return "\n".join(parts)
+
+
+class _Run:
+    """State of one run: outputs, counters, the shared client."""
+
+    def __init__(
+        self,
+        records: list[Record],
+        preset: Preset,
+        config: EnrichConfig,
+        out_dir: Path,
+        client: ChatClient,
+        secret: str,
+        checklist_texts: dict[str, str | None],
+        token_counter: TokenCounter,
+    ) -> None:
+        self.records = records
+        self.preset = preset
+        self.config = config
+        self.out_dir = out_dir
+        self.client = client
+        self.secret = secret
+        self.checklist_texts = checklist_texts
+        self.token_counter = token_counter
+        self.write_lock = asyncio.Lock()
+        self.pending_writes: set[asyncio.Future[None]] = set()
+        self.usage = Usage()
+        self.succeeded = 0
+        self.failed: Counter[str] = Counter()
+        self.repairs = 0
+        self.unreadable: list[str] = []
+        self.bar: Any = None
+        self.response_formats: dict[str, dict[str, Any] | None] = {}  # per label: schema generation is not free
+
+    async def _append(self, name: str, row: dict[str, Any]) -> None:
+        # one writer at a time, off the event loop: fsync must not stall the requests in flight
+        async with self.write_lock:
+            write = asyncio.ensure_future(asyncio.to_thread(append_jsonl, self.out_dir / name, row))
+            self.pending_writes.add(write)
+            write.add_done_callback(self.pending_writes.discard)
+            # shielded: on Ctrl-C a line being written is finished (and awaited in aenrich), never torn
+            await asyncio.shield(write)
+
+    async def _fail(self, record: Record, reason: str, detail: str, raw: str | None, usage: Usage) -> None:
+        self.usage.add(usage)
+        row = {
+            "id": record.id,
+            "image": str(record.image),
+            "label": record.label,
+            "reason": reason,
+            "detail": _redact(detail, self.secret),
+            "raw": _redact(raw[:_RAW_LIMIT] if raw else raw, self.secret),
+            "model": self.config.model,
+            "preset": self.preset.name,
+            "prompt_hash": self.preset.prompt_hash,
+            "usage": usage.to_dict(),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        await self._append(FAILURES_FILE, row)
+        self.failed[reason] += 1
+        logger.info("record %s failed: %s: %s", record.id, reason, row["detail"])
+
+    async def process(self, record: Record) -> None:
+        config = self.config
+        try:
+            url = await asyncio.to_thread(
+                image_data_url, record.image, max_side=config.max_image_side, quality=config.jpeg_quality
+            )
+        except DataError as exc:
+            self.unreadable.append(str(record.image))
+            await self._fail(record, "image_unreadable", str(exc), None, Usage())
+            return
+        messages = build_messages(self.preset, record, url)
+        response_format = self.response_formats.get(record.label)
+        if record.label not in self.response_formats:
+            schema = self.preset.json_schema(record.label)
+            response_format = response_format_param(config, f"{self.preset.name}_output", schema)
+            self.response_formats[record.label] = response_format
+        try:
+            answer = await ask_validated(
+                self.client,
+                messages,
+                validate=lambda data: self.preset.validate(data, record.label),
+                response_format=response_format,
+                max_repairs=config.max_repairs,
+            )
+        except RequestFailed as exc:
+            await self._fail(record, exc.reason, exc.detail, exc.raw, exc.usage)
+            return
+        self.usage.add(answer.usage)
+        self.repairs += answer.repairs
+        fields = answer.output.model_dump(mode="json")
+        t_ep = self.preset.render(
+            fields, record.label, token_counter=self.token_counter, max_tokens=config.prompt_max_tokens
+        )
+        t_c = self.checklist_texts.get(record.label)
+        row = {
+            **record.to_dict(),
+            "fields": fields,
+            "t_ep": t_ep,
+            "t_c": t_c,
+            # the keys DraftKTrainer's train_data dicts use
+            "prompt": t_ep,
+            "checklist": t_c,
+            "model": config.model,
+            "preset": self.preset.name,
+            "preset_version": self.preset.version,
+            "prompt_hash": self.preset.prompt_hash,
+            "usage": answer.usage.to_dict(),
+            "repairs": answer.repairs,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        await self._append(ENRICHED_FILE, row)
+        self.succeeded += 1
+
+    async def worker(self, queue: asyncio.Queue[Record]) -> None:
+        while True:
+            try:
+                record = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await self.process(record)
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix(ok=self.succeeded, failed=sum(self.failed.values()), refresh=False)
+
+
+def _compact_failures(out_dir: Path, done: set[str]) -> dict[str, dict[str, Any]]:
+    """Rewrite failures.jsonl with the latest failure per record that is still not done."""
+    path = out_dir / FAILURES_FILE
+    if not path.is_file():
+        return {}
+    latest: dict[str, dict[str, Any]] = {}
+    for row in _repair_jsonl(path):
+        if "id" in row:
+            latest[str(row["id"])] = row
+    current = {k: v for k, v in latest.items() if k not in done}
+    atomic_write_text(path, "".join(_json_line(r) for r in current.values()))
+    return current
+
+
+def _done_ids(out_dir: Path, preset: Preset) -> set[str]:
+    rows = _repair_jsonl(out_dir / ENRICHED_FILE)
+    others = sorted({str(r.get("preset")) for r in rows if r.get("preset") != preset.name})
+    if others:
+        raise ConfigError(
+            f"{out_dir / ENRICHED_FILE} holds records enriched with preset(s) {others}, not '{preset.name}'. "
+            "Use a new --out folder for a different preset."
+        )
+    stale = sum(1 for r in rows if r.get("prompt_hash") != preset.prompt_hash)
+    if stale:
+        logger.warning(
+            "%d records in %s were enriched with a different prompt or schema (hash differs from %s); they are "
+            "kept as they are. Use a new --out folder to redo them with the current preset.",
+            stale,
+            out_dir / ENRICHED_FILE,
+            preset.prompt_hash,
+        )
+    return {str(r["id"]) for r in rows if "id" in r}
+
+
+async def aenrich(
+    records: Sequence[Record],
+    preset: Preset,
+    config: EnrichConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    checklists: Mapping[str, Mapping[str, str]] | None = None,
+    token_counter: TokenCounter | None = None,
+    sleep: Callable[[float], Awaitable[Any]] | None = None,
+) -> EnrichResult:
+    """Async form of :func:`enrich` (use it inside a running event loop)."""
+    started = time.perf_counter()
+    records, preset = prepare(records, preset, config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    api_key = resolve_api_key(config)
+    counter = token_counter or _token_counter(config)
+
+    done = _done_ids(out, preset)
+    previous_failures = _compact_failures(out, done)
+    given = {r.id for r in records}
+    already_done = len(given & done)
+    pending = [r for r in records if r.id not in done]
+    if not config.retry_failures:
+        pending = [r for r in pending if r.id not in previous_failures]
+
+    labels = sorted({r.label for r in records})
+    checklist_texts: dict[str, str | None] = {}
+    for label in labels:
+        source = (checklists or {}).get(label)
+        checklist_texts[label] = preset.render_checklist(
+            label, source, token_counter=counter, max_tokens=config.checklist_max_tokens
+        )
+    missing = [label for label, text in checklist_texts.items() if text is None]
+    if missing:
+        logger.warning(
+            "no class checklist for %s: t_c is left empty for them. Generate them with "
+            "`clinalign checklists --generate` or add them to a custom preset.",
+            missing,
+        )
+    write_json(
+        out / CONFIG_FILE,
+        {
+            **config.to_saved_dict(),
+            "preset": preset.name,
+            "preset_version": preset.version,
+            "prompt_hash": preset.prompt_hash,
+        },
+    )
+    atomic_write_text(
+        out / PRESET_FILE, yaml.safe_dump(preset.spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    )
+
+    client = ChatClient(config, api_key, sleep=sleep or asyncio.sleep)
+    run = _Run(records, preset, config, out, client, api_key, checklist_texts, counter)
+    queue: asyncio.Queue[Record] = asyncio.Queue()
+    for record in pending:
+        queue.put_nowait(record)
+    if pending:
+        logger.info(
+            "enriching %d records (%d already done, %d earlier failures retried) with %d concurrent requests",
+            len(pending),
+            already_done,
+            len([r for r in pending if r.id in previous_failures]),
+            config.concurrency,
+        )
+    try:
+        if config.progress and pending:
+            from tqdm.auto import tqdm
+
+            run.bar = tqdm(total=len(pending), unit="rec", desc="enrich", dynamic_ncols=True)
+        tasks = [asyncio.create_task(run.worker(queue)) for _ in range(min(config.concurrency, len(pending)))]
+        if tasks:
+            finished, unfinished = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+            for task in finished:
+                if task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+    finally:
+        if run.pending_writes:
+            await asyncio.gather(*run.pending_writes, return_exceptions=True)
+        if run.bar is not None:
+            run.bar.close()
+        with contextlib.suppress(Exception):
+            await client.aclose()
+        done_now = {str(r["id"]) for r in _repair_jsonl(out / ENRICHED_FILE) if "id" in r}
+        failing = _compact_failures(out, done_now)
+
+    per_label: dict[str, dict[str, int]] = {}
+    for record in records:
+        row = per_label.setdefault(record.label, {"done": 0, "failed": 0, "total": 0})
+        row["total"] += 1
+        row["done"] += record.id in done_now
+        row["failed"] += record.id in failing
+    return EnrichResult(
+        out_dir=out,
+        total=len(records),
+        already_done=already_done,
+        succeeded=run.succeeded,
+        failed=sum(run.failed.values()),
+        failures_by_reason=dict(run.failed),
+        per_label=per_label,
+        unreadable_images=run.unreadable,
+        usage=run.usage,
+        retries=client.retries,
+        repairs=run.repairs,
+        elapsed=time.perf_counter() - started,
+        cost=cost_line(run.usage, config.model, config.price_input_per_mtok, config.price_output_per_mtok),
+    )
+
+
+def enrich(
+    records: Sequence[Record],
+    preset: Preset,
+    config: EnrichConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    checklists: Mapping[str, Mapping[str, str]] | None = None,
+    token_counter: TokenCounter | None = None,
+) -> EnrichResult:
+    """Enrich ``records`` with ``preset`` into ``out_dir`` (resuming what is there); see the module docstring.
+
+    Every record ends either in ``enriched.jsonl`` (validated, with ``t_ep``) or in ``failures.jsonl``
+    (with a reason). An endpoint that rejects every request (bad key, unknown model) stops the run with
+    :class:`~clinalign.enrich.client.EndpointError`; what was finished stays written.
+    """
+    try:
+        return asyncio.run(
+            aenrich(records, preset, config, out_dir, checklists=checklists, token_counter=token_counter)
+        )
+    except KeyboardInterrupt:
+        logger.warning("interrupted: finished records are saved in %s; rerun the same command to resume.", out_dir)
+        raise
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "ENRICHED_FILE",
+    "FAILURES_FILE",
+    "EndpointError",
+    "EnrichResult",
+    "aenrich",
+    "build_messages",
+    "build_request",
+    "dry_run",
+    "enrich",
+    "prepare",
+]
