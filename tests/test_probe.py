@@ -110,3 +110,27 @@ def test_bad_inputs():
     probe = LinearProbe(24, CLASSES)
     with pytest.raises(DataError, match=r"\[N, 24\]"):
         probe.log_prob(torch.rand(3, 5))
+
+
+def test_probe_matches_a_local_copy_of_its_critic_by_fingerprint(tmp_path, tiny_clip_dir, clip_critic, siglip_critic):
+    import shutil
+
+    from clinalign.critics import load_critic
+    from clinalign.rewards import DDReward
+
+    copy = load_critic(shutil.copytree(tiny_clip_dir, tmp_path / "clip_copy"))
+    x = np.random.default_rng(0).normal(size=(20, clip_critic.embed_dim)).astype(np.float32)
+    y = np.arange(20) % 2
+    LinearProbe.fit(
+        x, y, CLASSES[:2], epochs=1, critic_name=clip_critic.name, critic_fingerprint=clip_critic.fingerprint
+    ).save(tmp_path / "probe")
+    probe = LinearProbe.load(tmp_path / "probe", critic=copy)  # other path, same weights
+    assert probe.critic_fingerprint == copy.fingerprint
+    DDReward(copy, probe)
+    from clinalign.testing import build_tiny_clip
+
+    other = load_critic(build_tiny_clip(tmp_path / "other_clip", seed=1))  # same size, other weights
+    with pytest.raises(ConfigError, match="not on the critic"):
+        LinearProbe.load(tmp_path / "probe", critic=other)
+    with pytest.raises(ConfigError, match="16-d embeddings but critic"):
+        LinearProbe.load(tmp_path / "probe", critic=siglip_critic)

@@ -175,7 +175,10 @@ def test_reward_batch_validation():
 
 
 def test_dd_reward_checks_probe_space(clip_critic, siglip_critic, probe):
-    with pytest.raises(ConfigError, match="fitted on critic"):
+    elsewhere = LinearProbe(clip_critic.embed_dim, CLASSES, critic_name="transformers:elsewhere")
+    with pytest.raises(ConfigError, match="fitted on embeddings of critic 'transformers:elsewhere'"):
+        DDReward(clip_critic, elsewhere)
+    with pytest.raises(ConfigError, match="16-d embeddings but DD reward's critic"):
         DDReward(siglip_critic, probe)
     wrong_dim = LinearProbe(clip_critic.embed_dim + 1, CLASSES)
     with pytest.raises(ConfigError, match="-d embeddings"):

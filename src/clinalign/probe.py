@@ -24,7 +24,7 @@ from clinalign.utils.io import atomic_open, read_json, write_json
 WEIGHTS_NAME = "probe.safetensors"
 CONFIG_NAME = "probe_config.json"
 _REQUIRED_KEYS = ("class_names", "embed_dim")
-_KNOWN_KEYS = {*_REQUIRED_KEYS, "critic_name", "metrics", "_class_name", "_clinalign_version"}
+_KNOWN_KEYS = {*_REQUIRED_KEYS, "critic_name", "critic_fingerprint", "metrics", "_class_name", "_clinalign_version"}
 
 
 def _as_tensor(values: Any, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -46,6 +46,8 @@ class LinearProbe(nn.Module):
     Attributes:
         class_names: label names, index i is class i.
         critic_name: name of the critic whose embedding space this probe lives in (or ``None``).
+        critic_fingerprint: that critic's weights fingerprint (or ``None``), so a local copy of the
+            same model is recognised whatever its path.
         embed_dim: input dimension D.
         metrics: training metrics recorded by :meth:`fit` (train/val accuracy, loss).
     """
@@ -56,6 +58,7 @@ class LinearProbe(nn.Module):
         class_names: Sequence[str],
         *,
         critic_name: str | None = None,
+        critic_fingerprint: str | None = None,
         metrics: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
@@ -69,6 +72,7 @@ class LinearProbe(nn.Module):
         self.linear = nn.Linear(int(embed_dim), len(names))
         self.class_names = names
         self.critic_name = critic_name
+        self.critic_fingerprint = critic_fingerprint
         self.embed_dim = int(embed_dim)
         self.metrics: dict[str, float] = dict(metrics or {})
 
@@ -96,6 +100,32 @@ class LinearProbe(nn.Module):
         if isinstance(labels, (torch.Tensor, np.ndarray)):
             labels = labels.tolist()
         return torch.tensor([self.index_of(label) for label in labels], dtype=torch.long)
+
+    def matches_critic(self, critic: Any) -> bool:
+        """True when this probe lives in ``critic``'s space: same weights fingerprint, else same name.
+
+        A probe that records neither matches any critic of the right embedding size.
+        """
+        if int(getattr(critic, "embed_dim", self.embed_dim)) != self.embed_dim:
+            return False
+        fingerprint = getattr(critic, "fingerprint", None)
+        if self.critic_fingerprint is not None and fingerprint is not None:
+            return self.critic_fingerprint == fingerprint
+        return self.critic_name is None or self.critic_name == getattr(critic, "name", None)
+
+    def check_critic(self, critic: Any, *, role: str = "critic") -> None:
+        """Raise :class:`ConfigError` unless :meth:`matches_critic`; the message says how to fix it."""
+        if int(critic.embed_dim) != self.embed_dim:
+            raise ConfigError(
+                f"the probe expects {self.embed_dim}-d embeddings but {role} '{critic.name}' gives "
+                f"{critic.embed_dim}-d. Train a probe for it with `clinalign probe train --critic ...`."
+            )
+        if not self.matches_critic(critic):
+            raise ConfigError(
+                f"the probe was fitted on embeddings of critic '{self.critic_name}', not on the {role} "
+                f"'{critic.name}'. A probe only works in its own critic's space; train one for this {role} "
+                "with `clinalign probe train --critic ...`."
+            )
 
     def _check_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
         if embeddings.dim() != 2 or embeddings.shape[1] != self.embed_dim:
@@ -141,6 +171,7 @@ class LinearProbe(nn.Module):
         batch_size: int = 256,
         seed: int = 0,
         critic_name: str | None = None,
+        critic_fingerprint: str | None = None,
         val_embeddings: torch.Tensor | np.ndarray | None = None,
         val_labels: Sequence[str | int] | torch.Tensor | np.ndarray | None = None,
     ) -> LinearProbe:
@@ -154,7 +185,7 @@ class LinearProbe(nn.Module):
             raise DataError(f"embeddings must have shape [N, D] with N > 0, got {list(x.shape)}.")
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ConfigError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}.")
-        probe = cls(x.shape[1], class_names, critic_name=critic_name)
+        probe = cls(x.shape[1], class_names, critic_name=critic_name, critic_fingerprint=critic_fingerprint)
         y = probe.encode_labels(labels)
         if len(y) != len(x):
             raise DataError(f"got {len(x)} embeddings but {len(y)} labels; they must match one to one.")
@@ -189,6 +220,7 @@ class LinearProbe(nn.Module):
             "_class_name": type(self).__name__,
             "_clinalign_version": __version__,
             "class_names": list(self.class_names),
+            "critic_fingerprint": self.critic_fingerprint,
             "critic_name": self.critic_name,
             "embed_dim": self.embed_dim,
             "metrics": dict(self.metrics),
@@ -213,12 +245,14 @@ class LinearProbe(nn.Module):
         *,
         critic_name: str | None = None,
         embed_dim: int | None = None,
+        critic: Any | None = None,
         map_location: str | torch.device = "cpu",
     ) -> LinearProbe:
         """Load a probe saved with :meth:`save`.
 
-        Passing ``critic_name`` / ``embed_dim`` checks the probe belongs to that critic's space and
-        raises :class:`ConfigError` when it does not.
+        Passing ``critic`` (checked by weights fingerprint, then name) or ``critic_name`` /
+        ``embed_dim`` checks the probe belongs to that critic's space and raises
+        :class:`ConfigError` when it does not.
         """
         from safetensors.torch import load_file
 
@@ -256,6 +290,7 @@ class LinearProbe(nn.Module):
             int(config["embed_dim"]),
             config["class_names"],
             critic_name=saved_critic,
+            critic_fingerprint=config.get("critic_fingerprint"),
             metrics=config.get("metrics") or {},
         )
         state = load_file(str(weights_path), device=str(map_location))
@@ -264,6 +299,11 @@ class LinearProbe(nn.Module):
         except RuntimeError as exc:
             raise DataError(f"{weights_path}: weights do not match {config_path}: {exc}") from exc
         probe.eval()
+        if critic is not None:
+            try:
+                probe.check_critic(critic)
+            except ConfigError as exc:
+                raise ConfigError(f"{folder}: {exc}") from None
         return probe
 
     def extra_repr(self) -> str:

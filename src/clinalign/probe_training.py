@@ -128,6 +128,7 @@ def train_probe(
         batch_size=batch_size,
         seed=seed,
         critic_name=critic.name,
+        critic_fingerprint=critic.fingerprint,
         val_embeddings=x_val,
         val_labels=[r.label for r in val_records] if val_records else None,
     )

@@ -44,16 +44,7 @@ class DDReward(CriticReward):
 
     def __init__(self, critic: Critic, probe: LinearProbe, *, name: str | None = None) -> None:
         super().__init__(critic, name=name)
-        if probe.critic_name is not None and probe.critic_name != critic.name:
-            raise ConfigError(
-                f"the DD probe was fitted on critic '{probe.critic_name}' but the reward uses '{critic.name}'. "
-                "Train a probe for this critic (`clinalign probe train --critic ...`)."
-            )
-        if probe.embed_dim != critic.embed_dim:
-            raise ConfigError(
-                f"the DD probe expects {probe.embed_dim}-d embeddings but critic '{critic.name}' gives "
-                f"{critic.embed_dim}-d. Train a probe for this critic."
-            )
+        probe.check_critic(critic, role="DD reward's critic")
         probe.eval()
         for parameter in probe.parameters():
             parameter.requires_grad_(False)

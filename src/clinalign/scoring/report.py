@@ -1,0 +1,519 @@
+"""The CAS evaluation run behind ``clinalign score-cas``: score sets, analyse the tail, write the report.
+
+:func:`evaluate_cas` reads the real test set and one or more generated sets (methods, and seeds of a
+method), scores them all with one evaluator and probe, and writes to ``config.out``:
+
+- ``per_image.csv`` / ``real_per_image.csv``: every primitive and CAS per image;
+- ``summary.json``: the config, how CAS was computed, τ, per-method results with bootstrap CIs,
+  notes and leakage warnings;
+- ``tables.md`` (+ ``tables.tex``, ``tables.json``, ``table_*.csv``): method, tail and per-class tables;
+- ``ecdf.png``, ``primitives.png``, ``lowest_cas.png``: the plots;
+- ``score_config.json``: the config that produced all of it;
+- ``cache/``: evaluator image embeddings per set, so a rerun (after an interruption, or with other
+  metric options) skips the image encoder for sets whose files and evaluator are unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from clinalign import __version__
+from clinalign.errors import ConfigError, DataError
+from clinalign.scoring.scorer import NO_REFERENCE_NOTE, CASScorer, CASScores, describe_cas
+from clinalign.scoring.sets import (
+    EvaluationLeakageWarning,
+    ImageSet,
+    check_leakage,
+    read_checklists,
+    read_generated_set,
+    read_real_set,
+)
+from clinalign.scoring.tables import Table, comparison_table, per_class_table, tail_table
+from clinalign.scoring.tail import TailAnalysis, tail_analysis
+from clinalign.utils.io import atomic_open, atomic_write_text, write_json
+
+CONFIG_NAME = "score_config.json"
+
+
+class ScoreCASConfig(BaseModel):
+    """Everything one CAS evaluation needs; saved as ``score_config.json`` beside its outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- data
+    methods: dict[str, list[str]] = Field(
+        description="Method name -> generated sets (directories written by `clinalign generate`, or their "
+        "manifest.jsonl); several sets under one name are seeds of that method."
+    )
+    real: str = Field(description="Real test manifest (generic CSV/JSONL with t_ep, or an enriched JSONL).")
+    real_split: str | None = Field(None, description="Only use real rows with this split (default: all rows).")
+    image_root: str | None = Field(None, description="Folder relative real image paths resolve against.")
+    checklists: str | None = Field(
+        None, description="JSON/YAML mapping class name -> checklist text t_c (rows may carry their own)."
+    )
+    # --- models
+    evaluator: str = Field(description="Evaluator critic (hub id, local dir or open_clip:<name>); not the trainer's.")
+    evaluator_backend: str = Field("auto", description="Critic backend: auto, transformers or open_clip.")
+    probe: str = Field(description="Probe directory fitted on the evaluator's embeddings of real training images.")
+    device: str | None = Field(None, description="cpu, cuda, cuda:N (default: cuda when available).")
+    dtype: str = Field("fp32", description="Evaluator weights dtype: fp32, bf16, fp16.")
+    batch_size: int = Field(32, ge=1, description="Images per evaluator forward pass.")
+    # --- metric
+    dd_mode: Literal["accuracy", "probability"] = Field(
+        "accuracy", description="DD per image: 1/0 probe correctness (accuracy) or p(label) (probability)."
+    )
+    tau_quantile: float = Field(0.25, gt=0, lt=1, description="τ = this quantile of the real images' CAS.")
+    n_boot: int = Field(1000, ge=2, description="Bootstrap resamples for confidence intervals.")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    seed: int = Field(0, description="Seed of the bootstrap.")
+    # --- outputs
+    n_lowest: int = Field(8, ge=0, description="Lowest-CAS images per method in lowest_cas.png (0: no grid).")
+    plot_kind: Literal["violin", "box"] = Field("violin", description="Per-primitive plot style.")
+    cache: bool = Field(
+        True, description="Keep evaluator image embeddings in OUT/cache so a rerun skips sets already embedded."
+    )
+    out: str = Field(description="Output directory.")
+
+    @field_validator("methods")
+    @classmethod
+    def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not value or not any(value.values()):
+            raise ValueError("give at least one generated set (--generated or --method NAME=DIR)")
+        for name, paths in value.items():
+            if not name.strip():
+                raise ValueError("method names must not be empty")
+            if not paths:
+                raise ValueError(f"method '{name}' has no generated sets")
+        return value
+
+
+@dataclass
+class RunResult:
+    """One scored generated set (one seed of one method)."""
+
+    method: str
+    run: str
+    image_set: ImageSet
+    scores: CASScores
+    leakage: str | None = None
+
+
+@dataclass
+class CASReport:
+    """What :func:`evaluate_cas` computed and wrote.
+
+    Attributes:
+        real: per-image scores of the real test images (the reference distribution).
+        runs: every scored generated set, grouped by method.
+        tails: per-method tail analysis (images pooled over the method's seeds).
+        real_tail: the real set against its own τ (fraction below is ``q`` by construction).
+        tables: the method, tail and per-class tables.
+        cas_definition: how CAS was computed (primitives, DD mode).
+        notes: caveats every reader must see (e.g. CAS without SFS).
+        leakage: evaluation-leakage warnings (evaluator == training critic).
+        out_dir / files: where everything was written.
+    """
+
+    real: CASScores
+    runs: dict[str, list[RunResult]]
+    tails: dict[str, TailAnalysis]
+    real_tail: TailAnalysis
+    tables: dict[str, Table]
+    cas_definition: str
+    notes: list[str]
+    leakage: list[str]
+    evaluator: dict[str, str]
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def tau(self) -> float:
+        return self.real_tail.tau
+
+    def method_scores(self, method: str) -> CASScores:
+        """All images of a method, pooled over its seeds."""
+        return CASScores.concat([r.scores for r in self.runs[method]])
+
+    def console_table(self) -> str:
+        """A short fixed-width summary for the terminal."""
+        header = f"{'method':<24} {'n':>6} {'VDC':>7} {'CCS':>7} {'DD':>7} {'SFS':>7} {'CAS':>7} {'<τ':>7} {'P10':>7}"
+        lines = [header, "-" * len(header)]
+
+        def fmt(value: float | None) -> str:
+            return f"{'–':>7}" if value is None else f"{value:7.3f}"
+
+        rows = [("real (reference)", self.real, self.real_tail)]
+        rows += [(m, self.method_scores(m), self.tails[m]) for m in self.runs]
+        for name, scores, tail in rows:
+            means = scores.means()
+            cells = " ".join(fmt(means[k]) for k in ("vdc", "ccs", "dd", "sfs", "cas"))
+            lines.append(f"{name[:24]:<24} {len(scores):>6} {cells} {fmt(tail.frac_below)} {fmt(tail.p10)}")
+        lines.append(f"τ = {self.tau:.4f} ({self.real_tail.q:g}-quantile of real CAS); {self.cas_definition}")
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"WARNING: {w}" for w in self.leakage]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _load_evaluator(config: ScoreCASConfig):
+    from clinalign.critics import load_critic
+
+    return load_critic(config.evaluator, backend=config.evaluator_backend, device=config.device, dtype=config.dtype)
+
+
+def _load_batch(paths: list[Path], size: int) -> torch.Tensor:
+    from clinalign.data.images import load_image, pil_to_tensor
+
+    return torch.stack([pil_to_tensor(load_image(p), size) for p in paths])
+
+
+def _check_references(image_set: ImageSet, real: ImageSet) -> None:
+    if image_set.ref_ids is None:
+        return
+    known = set(real.ids)
+    for ref, line in zip(image_set.ref_ids, image_set.rows, strict=True):
+        if ref not in known:
+            raise DataError(
+                f"{image_set.source}, line {line}: ref_id '{ref}' is not an id in the real test manifest "
+                f"{real.source}. Score against the manifest the prompts came from, or drop ref_id to score without SFS."
+            )
+
+
+# ---------------------------------------------------------------------- scoring
+
+
+def _score_set(
+    scorer: CASScorer,
+    image_set: ImageSet,
+    embeddings: torch.Tensor,
+    *,
+    use_sfs: bool,
+    extra: dict[str, Any],
+) -> CASScores:
+    """Score a set from its evaluator embeddings (texts are encoded, and cached, by the evaluator)."""
+    scorer.reset()
+    n = len(image_set)
+    references = None
+    if use_sfs and image_set.ref_ids is not None:
+        references = scorer.cached_references(image_set.ref_ids)
+    return scorer.update_from_embeddings(
+        embeddings,
+        image_set.prompts,
+        image_set.checklists,
+        image_set.labels,
+        references,
+        ids=image_set.ids,
+        extra={**{k: [v] * n for k, v in extra.items()}, "ref_id": image_set.ref_ids or [""] * n},
+    )
+
+
+def _files_key(scorer: CASScorer, paths: list[Path]) -> str:
+    """What an embedding cache is valid for: the evaluator's weights and preprocessing, and each file's
+    path, size and modification time (a regenerated image invalidates the cache)."""
+    import hashlib
+
+    evaluator = scorer.evaluator
+    digest = hashlib.sha256(f"{evaluator.name}|{_fingerprint(evaluator)}|{evaluator.image_size}".encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"|{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _cached_embeddings(
+    scorer: CASScorer, paths: list[Path], cache: Path | None, *, progress: bool, desc: str
+) -> torch.Tensor:
+    """Evaluator embeddings of image files, reused from ``cache`` when it was written for the same
+    evaluator and the same files, so an interrupted or repeated evaluation skips finished sets."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    key = _files_key(scorer, paths) if cache is not None else ""
+    if cache is not None and cache.is_file():
+        try:
+            with safe_open(str(cache), framework="pt") as handle:
+                if (handle.metadata() or {}).get("key") == key:
+                    return handle.get_tensor("embeddings")
+        except Exception:  # a damaged cache file is recomputed, never trusted
+            pass
+    embeddings = _embed_files(scorer, paths, progress=progress, desc=desc)
+    if cache is not None:
+        with atomic_open(cache, "wb", encoding=None) as handle:
+            handle.write(save({"embeddings": embeddings.contiguous()}, metadata={"key": key}))
+    return embeddings
+
+
+def _cache_path(config: ScoreCASConfig, source: Path) -> Path | None:
+    import hashlib
+
+    if not config.cache:
+        return None
+    name = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+    return Path(config.out) / "cache" / f"embeddings_{name}.safetensors"
+
+
+def evaluate_cas(
+    config: ScoreCASConfig,
+    *,
+    evaluator: Any = None,
+    probe: Any = None,
+    progress: bool = True,
+) -> CASReport:
+    """Score the real and generated sets in ``config`` and write the report to ``config.out``.
+
+    ``evaluator`` / ``probe`` may be passed already loaded (they then override ``config.evaluator`` /
+    ``config.probe`` for loading, though the config is still saved as given).
+    """
+    if (evaluator is None) != (probe is None):
+        raise ConfigError("pass both evaluator and probe, or neither (then they load from the config).")
+    # read and validate every input before the evaluator loads, so bad rows fail in seconds; the
+    # probe-evaluator match is checked by CASScorer once both are there
+    if probe is None:
+        from clinalign.probe import LinearProbe
+
+        probe = LinearProbe.load(config.probe)
+    classes = list(probe.class_names)
+    checklists = read_checklists(config.checklists) if config.checklists else None
+    real = read_real_set(
+        config.real, checklists=checklists, known_labels=classes, split=config.real_split, image_root=config.image_root
+    )
+    sets: dict[str, list[ImageSet]] = {}
+    for method, paths in config.methods.items():
+        sets[method] = []
+        for path in paths:
+            image_set = read_generated_set(path, name=method, checklists=checklists, known_labels=classes)
+            _check_references(image_set, real)
+            sets[method].append(image_set)
+
+    if evaluator is None:
+        evaluator = _load_evaluator(config)
+    scorer = CASScorer(evaluator, probe, dd_mode=config.dd_mode, batch_size=config.batch_size)
+    notes: list[str] = []
+    leakage: list[str] = []
+    for group in sets.values():
+        for image_set in group:
+            message = check_leakage(evaluator, image_set)
+            if message and message not in leakage:
+                leakage.append(message)
+                warnings.warn(message, EvaluationLeakageWarning, stacklevel=2)
+    without_refs = [f"{s.name} ({s.source})" for group in sets.values() for s in group if s.ref_ids is None]
+    use_sfs = not without_refs
+    if not use_sfs:
+        notes.append(
+            f"{NO_REFERENCE_NOTE}. Sets without ref_id: {', '.join(without_refs)}; the real images are scored "
+            "the same way so τ is comparable."
+        )
+
+    # the real images are embedded once: as the reference distribution and as SFS references
+    real_embeddings = _cached_embeddings(
+        scorer, real.paths, _cache_path(config, real.source), progress=progress, desc="embedding real images"
+    )
+    scorer.cache_references(real.ids, real_embeddings)
+    real_scores = scorer.update_from_embeddings(
+        real_embeddings,
+        real.prompts,
+        real.checklists,
+        real.labels,
+        real_embeddings if use_sfs else None,
+        ids=real.ids,
+    )
+    scorer.reset()
+
+    runs: dict[str, list[RunResult]] = {}
+    for method, group in sets.items():
+        runs[method] = []
+        for index, image_set in enumerate(group):
+            run = f"seed {image_set.seed}" if image_set.seed is not None else f"run {index}"
+            if any(r.run == run for r in runs[method]):
+                run = f"{run} ({image_set.source.parent.name})"
+            embeddings = _cached_embeddings(
+                scorer,
+                image_set.paths,
+                _cache_path(config, image_set.source),
+                progress=progress,
+                desc=f"embedding {method} {run}",
+            )
+            scores = _score_set(
+                scorer,
+                image_set,
+                embeddings,
+                use_sfs=use_sfs,
+                extra={"method": method, "run": run, "seed": "" if image_set.seed is None else image_set.seed},
+            )
+            runs[method].append(RunResult(method, run, image_set, scores, check_leakage(evaluator, image_set)))
+
+    common = {"q": config.tau_quantile, "n_boot": config.n_boot, "seed": config.seed, "ci_level": config.ci_level}
+    real_tail = tail_analysis(real_scores.cas, real_scores.cas, **common)
+    tails = {
+        method: tail_analysis(np.concatenate([r.scores.cas for r in group]), real_scores.cas, **common)
+        for method, group in runs.items()
+    }
+    results = {method: [r.scores for r in group] for method, group in runs.items()}
+    tables = {
+        "methods": comparison_table(results),
+        "tail": tail_table(tails, real=real_tail),
+        "per_class": per_class_table(results),
+    }
+    report = CASReport(
+        real=real_scores,
+        runs=runs,
+        tails=tails,
+        real_tail=real_tail,
+        tables=tables,
+        cas_definition=describe_cas(real_scores.primitives, config.dd_mode),
+        notes=notes,
+        leakage=leakage,
+        evaluator={"name": evaluator.name, "fingerprint": _fingerprint(evaluator)},
+        out_dir=Path(config.out),
+    )
+    write_report(report, config)
+    return report
+
+
+def _fingerprint(critic: Any) -> str:
+    try:
+        return str(critic.fingerprint)
+    except Exception:  # a custom Critic without weights to hash
+        return ""
+
+
+def _embed_files(scorer: CASScorer, paths: list[Path], *, progress: bool, desc: str) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    chunks = []
+    size = scorer.evaluator.image_size
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        for start in range(0, len(paths), scorer.batch_size):
+            batch = paths[start : start + scorer.batch_size]
+            chunks.append(scorer.embed_images(_load_batch(batch, size)))
+            bar.update(len(batch))
+    return torch.cat(chunks)
+
+
+# ---------------------------------------------------------------------- writing
+
+
+_COLUMN_ORDER = ("method", "run", "seed", "id", "ref_id", "label", "predicted", "vdc", "ccs", "dd", "sfs", "cas")
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    present: list[str] = []
+    for row in rows:
+        present += [k for k in row if k not in present]
+    columns = [c for c in _COLUMN_ORDER if c in present] + [c for c in present if c not in _COLUMN_ORDER]
+    with atomic_open(path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return path
+
+
+def write_report(report: CASReport, config: ScoreCASConfig) -> dict[str, Path]:
+    """Write every output file of ``report`` into ``config.out``; returns name -> path."""
+    from clinalign.scoring.plots import plot_ecdf, plot_lowest, plot_primitives
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = report.files
+    tau = report.tau
+    generated_rows = []
+    for group in report.runs.values():
+        for run in group:
+            for row in run.scores.rows():
+                row["below_tau"] = int(row["cas"] < tau)
+                generated_rows.append(row)
+    files["per_image"] = _write_rows(out / "per_image.csv", generated_rows)
+    real_rows = [{**row, "below_tau": int(row["cas"] < tau)} for row in report.real.rows()]
+    files["real_per_image"] = _write_rows(out / "real_per_image.csv", real_rows)
+
+    summary = {
+        "_class_name": "CASReport",
+        "_clinalign_version": __version__,
+        "evaluator": report.evaluator,
+        "probe": config.probe,
+        "cas_definition": report.cas_definition,
+        "cas_primitives": list(report.real.primitives),
+        "dd_mode": config.dd_mode,
+        "sfs_available": report.real.has_references,
+        "tau": tau,
+        "tau_quantile": config.tau_quantile,
+        "real": {"n": len(report.real), "means": report.real.means(), "tail": report.real_tail.to_dict()},
+        "methods": {
+            method: {
+                "n_images": sum(len(r.scores) for r in group),
+                "n_runs": len(group),
+                "runs": [
+                    {
+                        "run": r.run,
+                        "source": str(r.image_set.source),
+                        "seed": r.image_set.seed,
+                        "n": len(r.scores),
+                        "means": r.scores.means(),
+                        "training_meta": str(r.image_set.meta_path) if r.image_set.meta_path else None,
+                        "leakage": r.leakage,
+                    }
+                    for r in group
+                ],
+                "tail": report.tails[method].to_dict(),
+            }
+            for method, group in report.runs.items()
+        },
+        "tables": {name: table.to_dict() for name, table in report.tables.items()},
+        "notes": report.notes,
+        "leakage": report.leakage,
+    }
+    files["summary"] = out / "summary.json"
+    write_json(files["summary"], summary)
+
+    intro = [
+        "# CAS evaluation",
+        "",
+        f"- evaluator: `{report.evaluator['name']}`",
+        f"- {report.cas_definition}",
+        f"- τ = {tau:.4f} ({config.tau_quantile:g}-quantile of the CAS of {len(report.real)} real test images)",
+    ]
+    intro += [f"- **note:** {n}" for n in report.notes]
+    intro += [f"- **WARNING:** {w}" for w in report.leakage]
+    markdown = "\n".join(intro) + "\n\n" + "\n".join(t.to_markdown() for t in report.tables.values())
+    files["tables_md"] = out / "tables.md"
+    atomic_write_text(files["tables_md"], markdown)
+    files["tables_tex"] = out / "tables.tex"
+    atomic_write_text(files["tables_tex"], "\n".join(t.to_latex() for t in report.tables.values()))
+    files["tables_json"] = out / "tables.json"
+    write_json(files["tables_json"], {name: t.to_dict() for name, t in report.tables.items()})
+    for name, table in report.tables.items():
+        files[f"table_{name}_csv"] = out / f"table_{name}.csv"
+        atomic_write_text(files[f"table_{name}_csv"], table.to_csv())
+
+    pooled = {m: report.method_scores(m) for m in report.runs}
+    files["ecdf"] = plot_ecdf(
+        {m: s.cas for m, s in pooled.items()}, report.real.cas, tau, out / "ecdf.png", q=config.tau_quantile
+    )
+    files["primitives"] = plot_primitives(pooled, out / "primitives.png", real=report.real, kind=config.plot_kind)
+    if config.n_lowest > 0:
+        lowest = {}
+        for method, group in report.runs.items():
+            items = [
+                (path, float(cas), label if label == predicted else f"{label} (probe: {predicted})")
+                for r in group
+                for path, cas, label, predicted in zip(
+                    r.image_set.paths, r.scores.cas, r.scores.labels, r.scores.predicted, strict=True
+                )
+            ]
+            items.sort(key=lambda item: item[1])
+            lowest[method] = items[: config.n_lowest]
+        files["lowest"] = plot_lowest(lowest, out / "lowest_cas.png")
+    files["config"] = out / CONFIG_NAME
+    write_json(files["config"], {"_clinalign_version": __version__, **config.model_dump()})
+    return files

@@ -1,0 +1,397 @@
+"""Reading what CAS scores: generated sets (``clinalign generate`` manifests), the real test set, checklists.
+
+Readers are tolerant about layout (a directory or the manifest itself, ``prompt`` or ``t_ep``) and strict
+about content: every error names the file and the row and says what to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clinalign.errors import DataError
+from clinalign.utils.io import read_json, read_jsonl
+
+GENERATED_MANIFEST_NAME = "manifest.jsonl"
+GENERATE_CONFIG_NAME = "generate_config.json"
+META_NAME = "clinalign_meta.json"
+_PROMPT_KEYS = ("prompt", "t_ep")
+_CHECKLIST_KEYS = ("checklist", "t_c")
+
+
+class EvaluationLeakageWarning(UserWarning):
+    """The evaluator is the critic that trained the generator: CAS then measures how well it was fooled."""
+
+
+@dataclass
+class ImageSet:
+    """Images to score with their texts.
+
+    Attributes:
+        name: display name (method name for generated sets, ``"real"`` for the reference set).
+        source: the manifest it was read from.
+        paths: absolute image paths.
+        prompts: t_ep per image.
+        checklists: t_c per image.
+        labels: class name per image.
+        ids: identifier per image (the manifest's ``file`` or ``id``).
+        ref_ids: id of the paired real image per image, or ``None`` when the set has no pairing.
+        rows: manifest line number per image (for error messages).
+        seed: the generation seed, when the set records one.
+        meta: the training metadata found for the set (``clinalign_meta.json``), if any.
+        meta_path: where that metadata was read from.
+    """
+
+    name: str
+    source: Path
+    paths: list[Path]
+    prompts: list[str]
+    checklists: list[str]
+    labels: list[str]
+    ids: list[str]
+    ref_ids: list[str] | None = None
+    rows: list[int] = field(default_factory=list)
+    seed: int | None = None
+    meta: dict[str, Any] | None = None
+    meta_path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+# ---------------------------------------------------------------------- checklists
+
+
+def read_checklists(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Class name -> checklist text (t_c), from JSON or YAML.
+
+    Values may be strings, or mappings/lists of attribute lines (joined into one text as
+    ``"Attribute: value; ..."``). The files ``clinalign checklists`` writes work as they are: the
+    ``checklists.json`` entries' ``t_c`` is used, and ``checklists.yaml`` attribute blocks are joined.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checklists file not found. Check --checklists.")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = read_json(path)
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise DataError(f"{path}: not valid YAML ({exc}).") from exc
+    else:
+        raise DataError(f"{path}: unsupported checklists file '{suffix}'. Use .json or .yaml (class name -> text).")
+    if isinstance(data, dict) and isinstance(data.get("checklists"), dict):
+        data = data["checklists"]
+    if not isinstance(data, dict) or not data:
+        raise DataError(f"{path}: expected a mapping of class name -> checklist text, got {type(data).__name__}.")
+    out: dict[str, str] = {}
+    for label, value in data.items():
+        if isinstance(value, dict) and isinstance(value.get("t_c"), str):
+            # `clinalign checklists` JSON: {"attributes": {...}, "t_c": "...", "source": ...}
+            text = value["t_c"]
+        elif isinstance(value, dict) and isinstance(value.get("attributes"), dict):
+            text = "; ".join(f"{k}: {v}" for k, v in value["attributes"].items())
+        elif isinstance(value, dict):
+            text = "; ".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            text = "; ".join(str(v) for v in value)
+        else:
+            text = "" if value is None else str(value)
+        if not text.strip():
+            raise DataError(f"{path}: the checklist for class '{label}' is empty.")
+        out[str(label)] = text
+    return out
+
+
+def _text(row: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = row.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _checklist_for(row: dict[str, Any], label: str, checklists: dict[str, str] | None, where: str, path: Path) -> str:
+    text = _text(row, _CHECKLIST_KEYS)
+    if text is not None:
+        return text
+    if checklists is not None and label in checklists:
+        return checklists[label]
+    if checklists is None:
+        raise DataError(
+            f"{where}: no checklist for label '{label}': the row has no 'checklist'/'t_c' field and no checklists "
+            "file was given. Pass --checklists FILE (JSON/YAML mapping class name -> checklist text)."
+        )
+    raise DataError(
+        f"{where}: label '{label}' has no entry in the checklists file (classes there: {sorted(checklists)}). "
+        f"Add it to the checklists file or fix the label in {path.name}."
+    )
+
+
+# ---------------------------------------------------------------------- generated sets
+
+
+def resolve_generated_manifest(path: str | os.PathLike[str]) -> Path:
+    """A generated set's manifest from a directory (``DIR/manifest.jsonl``) or the manifest path itself."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / GENERATED_MANIFEST_NAME
+        if not candidate.is_file():
+            raise DataError(
+                f"{path}: no {GENERATED_MANIFEST_NAME} in this directory. Point at the folder `clinalign generate` "
+                "wrote, or at its manifest file."
+            )
+        return candidate
+    if not path.is_file():
+        raise DataError(
+            f"{path}: generated set not found. Pass a directory written by `clinalign generate` or a JSONL."
+        )
+    return path
+
+
+def _find_meta(manifest: Path, rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, Path | None]:
+    """``clinalign_meta.json`` beside the manifest, or in the LoRA directory the set names."""
+    candidates = [manifest.parent / META_NAME]
+    lora_dirs: list[str] = []
+    config_path = manifest.parent / GENERATE_CONFIG_NAME
+    if config_path.is_file():
+        try:
+            config = read_json(config_path)
+        except DataError:
+            config = {}
+        if isinstance(config, dict) and isinstance(config.get("lora"), str):
+            lora_dirs.append(config["lora"])
+    lora_dirs.extend(str(r["lora"]) for r in rows[:1] if isinstance(r.get("lora"), str))
+    for lora in lora_dirs:
+        lora_path = Path(lora).expanduser()
+        for base in [lora_path] if lora_path.is_absolute() else [Path.cwd() / lora_path, manifest.parent / lora_path]:
+            candidates.append(base / META_NAME if base.suffix != ".json" else base)
+    for candidate in candidates:
+        if candidate.is_file():
+            meta = read_json(candidate)
+            if isinstance(meta, dict):
+                return meta, candidate
+    return None, None
+
+
+def _generation_seed(manifest: Path) -> int | None:
+    config_path = manifest.parent / GENERATE_CONFIG_NAME
+    if not config_path.is_file():
+        return None
+    try:
+        config = read_json(config_path)
+    except DataError:
+        return None
+    seed = config.get("seed") if isinstance(config, dict) else None
+    return int(seed) if isinstance(seed, int) else None
+
+
+def read_generated_set(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    checklists: dict[str, str] | None = None,
+    known_labels: list[str] | None = None,
+    check_images: bool = True,
+) -> ImageSet:
+    """Read a generated set written by ``clinalign generate``.
+
+    Rows need ``file`` (relative to the manifest; ``image`` also accepted), ``prompt`` (or ``t_ep``) and
+    ``label``; ``ref_id`` pairs a row with a real image (for SFS) and ``checklist`` (or ``t_c``) overrides
+    the class checklist. With ``known_labels`` (the probe's classes), an unknown label is an error naming
+    the row.
+    """
+    manifest = resolve_generated_manifest(path)
+    raw = read_jsonl(manifest)
+    if not raw:
+        raise DataError(f"{manifest}: the manifest has no rows; generate images first (`clinalign generate`).")
+    # read_jsonl drops blank lines; recover each row's line number for messages
+    line_numbers = [i + 1 for i, line in enumerate(manifest.read_text(encoding="utf-8").splitlines()) if line.strip()]
+    out = ImageSet(
+        name=name or (manifest.parent.name if manifest.name == GENERATED_MANIFEST_NAME else manifest.stem),
+        source=manifest,
+        paths=[],
+        prompts=[],
+        checklists=[],
+        labels=[],
+        ids=[],
+        seed=_generation_seed(manifest),
+    )
+    ref_ids: list[str | None] = []
+    for row, line in zip(raw, line_numbers, strict=False):
+        where = f"{manifest}, line {line}"
+        file = row.get("file") or row.get("image")
+        if not isinstance(file, str) or not file.strip():
+            raise DataError(f"{where}: missing 'file' (the image path relative to the manifest).")
+        image = Path(file)
+        if not image.is_absolute():
+            image = manifest.parent / image
+        if check_images and not image.is_file():
+            raise DataError(f"{where}: image '{file}' not found (looked for {image}). Regenerate it or drop the row.")
+        prompt = _text(row, _PROMPT_KEYS)
+        if prompt is None:
+            raise DataError(f"{where}: missing 'prompt' (the enriched prompt t_ep the image was generated from).")
+        label = row.get("label")
+        if label is None or str(label).strip() == "":
+            raise DataError(f"{where}: missing 'label'; CAS needs the class each image was generated for.")
+        label = str(label).strip()
+        if known_labels is not None and label not in known_labels:
+            raise DataError(
+                f"{where}: label '{label}' is not one of the probe's classes {known_labels}. Fix the label or train "
+                "the evaluator probe on data that has this class."
+            )
+        out.paths.append(image)
+        out.prompts.append(prompt)
+        out.checklists.append(_checklist_for(row, label, checklists, where, manifest))
+        out.labels.append(label)
+        out.ids.append(str(file))
+        out.rows.append(line)
+        ref = row.get("ref_id")
+        ref_ids.append(None if ref is None or str(ref) == "" else str(ref))
+    with_ref = sum(r is not None for r in ref_ids)
+    if with_ref == len(ref_ids):
+        out.ref_ids = [str(r) for r in ref_ids]
+    elif with_ref:
+        first = next(line for line, r in zip(out.rows, ref_ids, strict=True) if r is None)
+        warnings.warn(
+            f"{manifest}: {len(ref_ids) - with_ref} of {len(ref_ids)} rows have no 'ref_id' (first at line {first}); "
+            "SFS needs a reference for every image, so this set is scored without SFS.",
+            UserWarning,
+            stacklevel=2,
+        )
+    out.meta, out.meta_path = _find_meta(manifest, raw)
+    return out
+
+
+# ---------------------------------------------------------------------- real set
+
+
+def _manifest_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        numbers = [i + 1 for i, line in enumerate(lines) if line.strip()]
+        return list(zip(numbers, read_jsonl(path), strict=False))
+    if suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            return [(i + 2, dict(row)) for i, row in enumerate(reader)]
+    raise DataError(f"{path}: unsupported manifest type '{suffix}'. Use a .csv, .tsv or .jsonl file.")
+
+
+def read_real_set(
+    path: str | os.PathLike[str],
+    *,
+    checklists: dict[str, str] | None = None,
+    known_labels: list[str] | None = None,
+    split: str | None = None,
+    image_root: str | os.PathLike[str] | None = None,
+    check_images: bool = True,
+) -> ImageSet:
+    """Read the real test images with their enriched prompts.
+
+    Accepts the generic manifest (``image``, ``label``, ``id``, ...) with a ``t_ep`` or ``prompt`` column,
+    or an enriched JSONL (rows with ``id``, ``image``, ``label``, ``t_ep``). Rows are filtered to
+    ``split`` when given. Relative image paths resolve against ``image_root`` (default: the manifest's folder).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: real test manifest not found. Check --real.")
+    root = Path(image_root) if image_root is not None else path.parent
+    rows = _manifest_rows(path)
+    splits = sorted({str(row.get("split")) for _, row in rows if row.get("split") not in (None, "")})
+    if split is None and len(splits) > 1:
+        warnings.warn(
+            f"{path}: the real manifest mixes splits {splits} and all rows are used as the real test set. "
+            "τ should come from held-out images only: pass --real-split test (real_split='test').",
+            UserWarning,
+            stacklevel=2,
+        )
+    out = ImageSet(name="real", source=path, paths=[], prompts=[], checklists=[], labels=[], ids=[])
+    seen: dict[str, int] = {}
+    for line, row in rows:
+        where = f"{path}, line {line}"
+        if split is not None and (row.get("split") or None) != split:
+            continue
+        image_field = row.get("image") or row.get("file")
+        if not image_field or not str(image_field).strip():
+            raise DataError(f"{where}: missing 'image' (the path of the real test image).")
+        image = Path(str(image_field))
+        if not image.is_absolute():
+            # enriched JSONL rows keep the path the dataset adapter saw, often relative to where
+            # `clinalign enrich` ran: fall back to the working directory when the manifest's folder has no such file
+            image = root / image if (root / image).is_file() or not image.is_file() else image.resolve()
+        if check_images and not image.is_file():
+            raise DataError(f"{where}: image '{image_field}' not found (looked for {image}).")
+        label = row.get("label")
+        if label is None or str(label).strip() == "":
+            raise DataError(f"{where}: missing 'label'.")
+        label = str(label).strip()
+        if known_labels is not None and label not in known_labels:
+            raise DataError(
+                f"{where}: label '{label}' is not one of the probe's classes {known_labels}. Fix the label or train "
+                "the evaluator probe on data that has this class."
+            )
+        prompt = _text(row, _PROMPT_KEYS)
+        if prompt is None:
+            raise DataError(
+                f"{where}: missing 't_ep' (or 'prompt'): the real set needs each image's enriched prompt. Use the "
+                "enriched JSONL written by `clinalign enrich`, or add a t_ep column."
+            )
+        record_id = str(row.get("id") or image_field)
+        if record_id in seen:
+            raise DataError(f"{where}: duplicate id '{record_id}' (first at line {seen[record_id]}).")
+        seen[record_id] = line
+        out.paths.append(image)
+        out.prompts.append(prompt)
+        out.checklists.append(_checklist_for(row, label, checklists, where, path))
+        out.labels.append(label)
+        out.ids.append(record_id)
+        out.rows.append(line)
+    if not out.paths:
+        where = f" with split '{split}'" if split is not None else ""
+        raise DataError(f"{path}: the real manifest has no rows{where}.")
+    # real images are their own references: SFS = cos(x, x) = 1
+    out.ref_ids = list(out.ids)
+    return out
+
+
+# ---------------------------------------------------------------------- role separation
+
+
+def training_critics(meta: dict[str, Any] | None) -> list[Any]:
+    """The critics recorded as having trained a generator (names, or identity dicts with a fingerprint)."""
+    if not meta:
+        return []
+    value = meta.get("training_critics") or []
+    if isinstance(value, (str, dict)):
+        value = [value]
+    return [v for v in value if isinstance(v, (str, dict))]
+
+
+def check_leakage(evaluator: Any, image_set: ImageSet) -> str | None:
+    """A warning message when ``image_set`` was generated by a model trained with the evaluator, else ``None``.
+
+    Compares by critic name, and by weights fingerprint when the metadata records one (so a local copy
+    of the training critic is caught too).
+    """
+    from clinalign.critics.base import same_model
+
+    for recorded in training_critics(image_set.meta):
+        if same_model(evaluator, recorded):
+            shown = recorded if isinstance(recorded, str) else recorded.get("name", recorded)
+            return (
+                f"EVALUATION LEAKAGE: set '{image_set.name}' was generated by a model trained with critic "
+                f"'{shown}' (recorded in {image_set.meta_path}), and that same model is the evaluator "
+                f"'{evaluator.name}'. Its CAS measures how well the generator fooled the evaluator, not clinical "
+                "alignment. Score with a different evaluator (another model family)."
+            )
+    return None
