@@ -6,11 +6,14 @@ the same public loaders users call with hub ids.
 """
 
 from clinalign.testing.critics import build_tiny_clip, build_tiny_open_clip, build_tiny_siglip, build_tiny_siglip2
+from clinalign.testing.diffusion import build_tiny_craft_assets, build_tiny_sd
 from clinalign.testing.tokenizer import build_word_tokenizer
 
 __all__ = [
     "build_tiny_clip",
+    "build_tiny_craft_assets",
     "build_tiny_open_clip",
+    "build_tiny_sd",
     "build_tiny_siglip",
     "build_tiny_siglip2",
     "build_word_tokenizer",

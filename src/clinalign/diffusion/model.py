@@ -1,0 +1,239 @@
+"""One object hiding the diffusers plumbing: load, encode prompts, predict noise, encode/decode images, LoRA."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clinalign.diffusion.lora import LoraSpec, inject_lora, lora_parameters, save_lora_diffusers
+from clinalign.errors import ConfigError, ModelLoadError
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "no": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """``None``/``"no"``/``"fp32"`` -> float32; ``"bf16"``, ``"fp16"`` accepted."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16.")
+    return _DTYPES[key]
+
+
+class DiffusionModel:
+    """A Stable Diffusion 1.x/2.x model with frozen VAE, text encoder and UNet base weights.
+
+    Build it with :func:`load_diffusion_model`. Attributes ``unet``, ``vae``, ``text_encoder``,
+    ``tokenizer`` and ``scheduler`` (a DDIM scheduler: eta=0 is DDIM, eta=1 DDPM-like ancestral
+    sampling) are the diffusers components; ``pipeline`` is the ``StableDiffusionPipeline`` holding
+    them (used to load LoRA weights the way users do).
+
+    SDXL would add a second text encoder and added time/size conditioning; those seams are
+    :meth:`encode_prompts` (returns what the UNet is conditioned on) and :meth:`unet_forward`.
+    """
+
+    def __init__(self, pipeline: Any, *, name_or_path: str, device: torch.device, dtype: torch.dtype) -> None:
+        from diffusers import DDIMScheduler
+
+        self.pipeline = pipeline
+        self.name_or_path = name_or_path
+        self.device = device
+        self.dtype = dtype
+        self.unet = pipeline.unet
+        self.vae = pipeline.vae
+        self.text_encoder = pipeline.text_encoder
+        self.tokenizer = pipeline.tokenizer
+        if not isinstance(pipeline.scheduler, DDIMScheduler):
+            pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+        self.scheduler = pipeline.scheduler
+        self._prompt_cache: dict[str, torch.Tensor] = {}
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.scheduler.config.prediction_type)
+
+    @property
+    def has_lora(self) -> bool:
+        return bool(getattr(self.unet, "peft_config", None))
+
+    def check_resolution(self, resolution: int) -> None:
+        if resolution % self.vae_scale_factor != 0:
+            raise ConfigError(
+                f"resolution must be a multiple of the VAE scale factor {self.vae_scale_factor}, got {resolution}."
+            )
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text-encoder hidden states [B,L,D] (no grad, cached per prompt), as StableDiffusionPipeline builds them.
+
+        The empty prompt ``""`` gives the unconditional embedding used for classifier-free guidance.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
+        if missing:
+            tokens = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            mask = None
+            if getattr(self.text_encoder.config, "use_attention_mask", False):
+                mask = tokens.attention_mask.to(self.device)
+            hidden = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+            hidden = hidden.to(self.dtype)
+            if len(self._prompt_cache) > 4096:  # bound memory on huge prompt sets
+                self._prompt_cache.clear()
+            for prompt, row in zip(missing, hidden, strict=True):
+                self._prompt_cache[prompt] = row
+        return torch.stack([self._prompt_cache[p] for p in prompts])
+
+    # ------------------------------------------------------------------ UNet
+    def unet_forward(
+        self, latents: torch.Tensor, timestep: torch.Tensor | int, embeddings: torch.Tensor
+    ) -> torch.Tensor:
+        """One UNet call: noise (or v) prediction [B,C,h,w]."""
+        return self.unet(latents, timestep, encoder_hidden_states=embeddings, return_dict=False)[0]
+
+    # ------------------------------------------------------------------ VAE
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Real images float [B,3,H,W] in [0,1] -> scaled VAE latents [B,C,H/f,W/f] (sampled, no grad)."""
+        pixels = (images.to(self.device, self.dtype) * 2.0 - 1.0).clamp(-1.0, 1.0)
+        dist = self.vae.encode(pixels).latent_dist
+        latents = dist.sample(generator=generator)
+        return latents * self.vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images float32 [B,3,H,W] in [0,1]; differentiable (call under no_grad when not needed)."""
+        pixels = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
+        return (pixels.float() / 2.0 + 0.5).clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------------ LoRA
+    def add_lora(self, spec: LoraSpec) -> list[torch.nn.Parameter]:
+        """Inject a trainable LoRA adapter (fp32) into the UNet; returns its parameters."""
+        if self.has_lora:
+            raise ConfigError("this model already has a LoRA adapter; load a fresh model to add another.")
+        params = inject_lora(self.unet, spec)
+        return params
+
+    def lora_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for _, p in lora_parameters(self.unet)]
+
+    def save_lora(self, directory: str | os.PathLike[str], *, is_main_process: bool = True) -> Path:
+        """Write the LoRA in diffusers format (``pipe.load_lora_weights(directory)`` loads it)."""
+        if not self.has_lora:
+            raise ConfigError("the model has no LoRA adapter to save; call add_lora() or train first.")
+        return save_lora_diffusers(self.unet, directory, is_main_process=is_main_process)
+
+    def load_lora(self, directory: str | os.PathLike[str]) -> None:
+        """Load a diffusers-format LoRA (a directory written by :meth:`save_lora`, or a hub id) for inference."""
+        path = Path(directory).expanduser()
+        if _looks_like_path(str(directory)) and not path.exists():
+            raise ModelLoadError(f"LoRA directory not found: {directory}. Check the path.")
+        from diffusers.utils import logging as diffusers_logging
+
+        # diffusers warns that the text encoder has no LoRA keys; our LoRA is UNet-only by design
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
+        try:
+            self.pipeline.load_lora_weights(str(directory))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load LoRA weights from {directory}: {exc}") from exc
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
+        for name, p in self.unet.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(False)
+        self._prompt_cache.clear()
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.path.isabs(name) or name.count("/") > 1 or Path(name).exists()
+
+
+def load_diffusion_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    revision: str | None = None,
+) -> DiffusionModel:
+    """Load a Stable Diffusion 1.x/2.x pipeline (hub id or local diffusers directory) with frozen parts.
+
+    Args:
+        name_or_path: e.g. ``"stabilityai/stable-diffusion-2-1-base"`` or a directory with ``model_index.json``.
+        device: default CUDA when available, else CPU.
+        dtype: weights dtype of the frozen components (``"fp32"``, ``"bf16"``, ``"fp16"``); LoRA weights
+            added later stay fp32.
+        revision: hub revision.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    name = str(name_or_path)
+    if not name.strip():
+        raise ConfigError(
+            "model is empty; pass a hub id such as 'stabilityai/stable-diffusion-2-1-base' or a directory."
+        )
+    if _looks_like_path(name):
+        local = Path(name).expanduser()
+        if not local.is_dir():
+            raise ModelLoadError(f"diffusion model directory not found: {name}. Check the path, or pass a hub id.")
+        if not (local / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"{name} is not a diffusers pipeline directory (no model_index.json). "
+                "Save one with pipe.save_pretrained(dir)."
+            )
+        name = str(local)
+    torch_dtype = resolve_dtype(dtype)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        with warnings.catch_warnings():
+            # newer diffusers renamed torch_dtype to dtype; the old name still works across our range
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = StableDiffusionPipeline.from_pretrained(
+                name,
+                torch_dtype=torch_dtype,
+                revision=revision,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load the diffusion model '{name}': {exc}") from exc
+    if getattr(pipe.unet.config, "addition_embed_type", None):
+        raise ConfigError(f"'{name}' looks like SDXL (added conditioning); only SD 1.x/2.x is supported for now.")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(dev)
+    return DiffusionModel(pipe, name_or_path=str(name_or_path), device=dev, dtype=torch_dtype)

@@ -1,0 +1,33 @@
+"""DRaFT-K reward finetuning (CRAFT stage 2): ``TrainConfig`` and ``DraftKTrainer``.
+
+>>> config = TrainConfig.from_file("examples/craft_tiny.yaml")
+>>> trainer = DraftKTrainer(config=config)      # model, rewards and data from the config
+>>> trainer.train()                             # writes <output_dir>/lora (diffusers format + clinalign_meta.json)
+"""
+
+from clinalign.training.config import KNOWN_REWARDS, TrainConfig
+from clinalign.training.data import TrainExample, load_checklists, load_examples
+from clinalign.training.trainer import (
+    META_NAME,
+    DraftKTrainer,
+    RewardHackingWarning,
+    TrainingDivergedError,
+    TrainOutput,
+    build_rewards,
+    train_from_config,
+)
+
+__all__ = [
+    "KNOWN_REWARDS",
+    "META_NAME",
+    "DraftKTrainer",
+    "RewardHackingWarning",
+    "TrainConfig",
+    "TrainExample",
+    "TrainOutput",
+    "TrainingDivergedError",
+    "build_rewards",
+    "load_checklists",
+    "load_examples",
+    "train_from_config",
+]

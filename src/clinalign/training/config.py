@@ -1,0 +1,292 @@
+"""``TrainConfig``: every option of a CRAFT / DRaFT-K run, flat, ordered by phase, with the paper's defaults."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clinalign.errors import ConfigError
+
+KNOWN_REWARDS: tuple[str, ...] = ("vdc", "ccs", "dd", "sfs")
+
+
+def _format_validation_error(exc: ValidationError, source: str | None = None) -> str:
+    where = f"{source}: " if source else ""
+    fields = set(TrainConfig.model_fields)
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][0]), fields, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else "; see `TrainConfig.model_fields` for the options."
+            lines.append(f"unknown option '{loc}'{hint}")
+        elif loc == "config":
+            lines.append(msg)
+        else:
+            lines.append(f"'{loc}': {msg} (got {err.get('input')!r})")
+    return where + "invalid training config: " + "; ".join(lines)
+
+
+class TrainConfig(BaseModel):
+    """Options of a DRaFT-K run (CRAFT stage 2). Defaults follow the paper; field order follows the phases.
+
+    Load with :meth:`from_file` (YAML or JSON), save with :meth:`save`; a copy is written beside every
+    checkpoint and LoRA. Invalid values raise :class:`~clinalign.errors.ConfigError` naming the field.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # ---------------------------------------------------------------- model
+    model: str = Field(
+        "stabilityai/stable-diffusion-2-1-base",
+        description="Base Stable Diffusion 1.x/2.x pipeline: a hub id or a local diffusers directory.",
+    )
+    revision: str | None = Field(None, description="Hub revision of `model` (branch, tag or commit).")
+    critic: str | None = Field(
+        None,
+        description="Training critic for the built-in rewards: a transformers hub id/dir or 'open_clip:<name>' "
+        "(paper: 'google/medsiglip-448'). Not needed when rewards are passed to DraftKTrainer directly.",
+    )
+    probe: str | None = Field(
+        None, description="Directory of a LinearProbe fitted in `critic`'s space (the DD reward)."
+    )
+
+    # ---------------------------------------------------------------- data
+    train_data: str | None = Field(
+        None,
+        description="Enriched JSONL (`clinalign enrich` output: id, image, label, t_ep) or a manifest CSV/JSONL "
+        "(image, label, optional prompt). Relative image paths resolve from the file's folder.",
+    )
+    checklists: str | None = Field(
+        None, description="JSON/YAML mapping class name -> checklist t_c, for rows without a 'checklist' field."
+    )
+    prompt_template: str = Field(
+        "{label}", description="Prompt for rows without an enriched prompt ('prompt'/'t_ep'); '{label}' is filled in."
+    )
+    eval_data: str | None = Field(
+        None, description="Held-out rows (same format as train_data) for periodic evaluation."
+    )
+    resolution: int = Field(512, description="Square image size in pixels (paper: 512 for SD 2.1 base).", gt=0)
+
+    # ---------------------------------------------------------------- sampling
+    num_inference_steps: int = Field(20, description="T: denoising steps per training trajectory (paper: 20).", ge=1)
+    k: int = Field(1, description="K: final steps that keep gradients (DRaFT-K; paper: 1).", ge=1)
+    eta: float = Field(1.0, description="DDIM eta: 0 deterministic, 1 DDPM-like stochastic (paper: stochastic).", ge=0)
+    guidance_scale: float = Field(7.5, description="Classifier-free guidance scale (<= 1 disables CFG).", ge=0)
+    repeats: int = Field(
+        2, description="M: sampled trajectories per prompt, rewards averaged over them (paper: 2).", ge=1
+    )
+
+    # ---------------------------------------------------------------- loss
+    lambda_diff: float = Field(0.2, description="Weight of the diffusion loss on real images (0 = pure DRaFT-K).", ge=0)
+    lambda_reward: float = Field(0.8, description="Weight of the reward term (0 = plain LoRA finetuning).", ge=0)
+    rewards: list[str] = Field(
+        default_factory=lambda: list(KNOWN_REWARDS),
+        description="Built-in rewards to optimise, from: vdc, ccs, dd, sfs (paper: all four, equal weights).",
+    )
+    reward_weights: dict[str, float] = Field(
+        default_factory=dict, description="Per-reward weights by name (missing names weigh 1); normalised to sum 1."
+    )
+
+    # ---------------------------------------------------------------- LoRA
+    lora_rank: int = Field(8, description="LoRA rank r.", ge=1)
+    lora_alpha: float | None = Field(None, description="LoRA alpha (update scaled by alpha/r); default = lora_rank.")
+    lora_dropout: float = Field(0.0, description="Dropout on the LoRA branch.", ge=0, lt=1)
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
+        description="Attention projections that get LoRA.",
+    )
+    lora_layers: Literal["cross_attention", "all_attention"] = Field(
+        "cross_attention", description="LoRA on cross-attention only (paper) or on self- and cross-attention."
+    )
+
+    # ---------------------------------------------------------------- optimisation
+    learning_rate: float = Field(1e-4, description="AdamW peak learning rate.", gt=0)
+    adam_beta1: float = Field(0.9, description="AdamW beta1.", ge=0, lt=1)
+    adam_beta2: float = Field(0.999, description="AdamW beta2.", ge=0, lt=1)
+    adam_epsilon: float = Field(1e-8, description="AdamW epsilon.", gt=0)
+    weight_decay: float = Field(1e-2, description="AdamW weight decay.", ge=0)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning-rate schedule after warmup."
+    )
+    lr_warmup_steps: int = Field(0, description="Linear warmup, in optimiser steps.", ge=0)
+    max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm (None disables).", gt=0)
+    gradient_accumulation_steps: int = Field(1, description="Micro-batches per optimiser step.", ge=1)
+    batch_size: int = Field(4, description="Prompts (real images) per micro-batch per process (paper: 4).", ge=1)
+    num_epochs: int = Field(10, description="Passes over train_data (paper: 10); max_steps wins when set.", ge=1)
+    max_steps: int | None = Field(None, description="Stop after this many optimiser steps.", ge=1)
+
+    # ---------------------------------------------------------------- precision and memory
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", description="Frozen weights and activations in this dtype; LoRA weights stay fp32."
+    )
+    gradient_checkpointing: bool = Field(True, description="Checkpoint the grad-step UNet calls and the VAE decode.")
+    allow_tf32: bool = Field(True, description="Allow TF32 matmuls on Ampere+ GPUs.")
+    seed: int = Field(0, description="Seed for data order, noise and LoRA init; a run is a function of it.")
+
+    # ---------------------------------------------------------------- logging
+    output_dir: str = Field("runs/craft", description="Where logs, samples, checkpoints and the final LoRA go.")
+    log_with: Literal["tensorboard", "wandb", "none"] = Field("tensorboard", description="Experiment tracker.")
+    log_every: int = Field(1, description="Log scalars every N optimiser steps.", ge=1)
+    sample_every: int = Field(0, description="Write a sample grid every N steps (0 = never).", ge=0)
+    num_sample_prompts: int = Field(4, description="Prompts in the sample grid (first rows of eval/train data).", ge=1)
+    progress_bar: bool = Field(True, description="Show a progress bar with the live reward.")
+    max_nan_steps: int = Field(5, description="Stop with an error after this many non-finite losses in a row.", ge=1)
+
+    # ---------------------------------------------------------------- checkpointing
+    checkpoint_every: int = Field(
+        500, description="Save a resumable checkpoint every N steps (0 = only at the end).", ge=0
+    )
+    checkpoints_total_limit: int | None = Field(None, description="Keep at most this many checkpoints.", ge=1)
+    resume_from: str | None = Field(None, description="'latest' or a checkpoint directory to resume from.")
+
+    # ---------------------------------------------------------------- evaluation
+    eval_every: int = Field(0, description="Evaluate on eval_data every N steps (0 = never).", ge=0)
+    eval_critic: str | None = Field(
+        None, description="Evaluator critic, different from `critic` (paper: SigLIP), for the held-out score."
+    )
+    eval_probe: str | None = Field(None, description="LinearProbe directory in the evaluator's space (adds DD).")
+    eval_max_prompts: int = Field(16, description="Held-out prompts scored per evaluation.", ge=1)
+    eval_num_inference_steps: int | None = Field(None, description="Steps for eval samples (default: T).", ge=1)
+    hacking_tolerance: float = Field(
+        0.0,
+        description="Warn of reward hacking when the evaluator score drops by more than this while the "
+        "training reward rises.",
+        ge=0,
+    )
+
+    # ---------------------------------------------------------------- validation
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc)) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.k > self.num_inference_steps:
+            raise ValueError(
+                f"`k` must be between 1 and `num_inference_steps` ({self.num_inference_steps}), got {self.k}; "
+                "lower `k` or raise `num_inference_steps`."
+            )
+        if self.lambda_diff == 0 and self.lambda_reward == 0:
+            raise ValueError("`lambda_diff` and `lambda_reward` are both 0: nothing to train. Set one above 0.")
+        unknown = [r for r in self.rewards if r not in KNOWN_REWARDS]
+        if unknown:
+            raise ValueError(
+                f"unknown reward name(s) {unknown} in `rewards`; choose from {list(KNOWN_REWARDS)} "
+                "(custom rewards are passed to DraftKTrainer(rewards=[...]) in Python)."
+            )
+        if len(set(self.rewards)) != len(self.rewards):
+            raise ValueError(f"`rewards` lists a reward twice: {self.rewards}.")
+        bad = {n: w for n, w in self.reward_weights.items() if not (w >= 0)}
+        if bad:
+            raise ValueError(f"`reward_weights` must be non-negative, got {bad}.")
+        if self.resolution % 8 != 0:
+            raise ValueError(f"`resolution` must be a multiple of 8, got {self.resolution}.")
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            raise ValueError(f"`lora_alpha` must be positive, got {self.lora_alpha}.")
+        if not self.lora_targets:
+            raise ValueError("`lora_targets` is empty; give at least one projection, e.g. ['to_q', 'to_v'].")
+        return self
+
+    def check_reward_options(self, *, rewards_given: bool) -> None:
+        """Checks that depend on whether rewards come from this config or from Python objects."""
+        if rewards_given:
+            if self.critic or self.probe:
+                _warn_once("`critic`/`probe` are ignored: reward objects were passed to DraftKTrainer directly.")
+            return
+        if self.lambda_reward > 0:
+            if not self.rewards:
+                raise ConfigError("`lambda_reward` > 0 but `rewards` is empty; list rewards or set lambda_reward: 0.")
+            if self.critic is None:
+                raise ConfigError(
+                    f"the rewards {self.rewards} need a training critic: set `critic` (e.g. 'google/medsiglip-448')."
+                )
+            if "dd" in self.rewards and self.probe is None:
+                raise ConfigError(
+                    "the 'dd' reward needs `probe` (a LinearProbe directory; `clinalign probe train`), "
+                    "or drop 'dd' from `rewards`."
+                )
+            unknown = sorted(set(self.reward_weights) - set(self.rewards))
+            if unknown:
+                raise ConfigError(f"`reward_weights` names {unknown}, which are not in `rewards` {self.rewards}.")
+        elif self.rewards and self.critic is not None:
+            _warn_once("`lambda_reward` is 0: the rewards and critic are ignored (plain LoRA finetuning).")
+        if self.eval_critic is not None and self.critic is not None and self.eval_critic == self.critic:
+            _warn_once(
+                f"`eval_critic` is the training critic ('{self.critic}'): evaluation cannot reveal reward hacking. "
+                "Use a different evaluator (paper: SigLIP for a MedSigLIP-trained model)."
+            )
+
+    @property
+    def effective_lora_alpha(self) -> float:
+        return float(self.lora_alpha if self.lora_alpha is not None else self.lora_rank)
+
+    # ---------------------------------------------------------------- I/O
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+        """Load from YAML (``.yaml``/``.yml``) or JSON; keyword ``overrides`` replace file values."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found. Check the path.")
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot parse the config ({exc}).") from exc
+        data = data or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of option: value, got {type(data).__name__}.")
+        data.pop("_class_name", None)
+        data.pop("_clinalign_version", None)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, str(path))) from None
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        from clinalign import __version__
+
+        return {"_class_name": type(self).__name__, "_clinalign_version": __version__, **self.model_dump(mode="json")}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the config as YAML (``.yaml``/``.yml``) or JSON, atomically."""
+        import yaml
+
+        from clinalign.utils.io import atomic_write_text, write_json
+
+        path = Path(path)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            write_json(path, self.to_dict())
+        return path
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
