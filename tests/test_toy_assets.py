@@ -96,3 +96,14 @@ def test_critics_load_through_load_critic_when_available():
     assert images.grad is not None
     txt = critic.encode_texts([checklists()["melanoma"]])
     assert txt.shape == (1, emb.shape[1])
+
+
+def test_texts_fit_the_critics_and_base_token_limits():
+    from transformers import AutoTokenizer
+
+    texts = [*ToyDerm.generate(n_train=40, n_test=0, seed=4).prompts("train"), *checklists().values()]
+    for directory in (paths.training_critic_dir(), paths.evaluator_critic_dir(), paths.base_model_dir() / "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        longest = max(len(ids) for ids in tokenizer(texts).input_ids)
+        assert longest <= tokenizer.model_max_length, f"{directory}: {longest} tokens"
+        assert tokenizer.eos_token_id != 2  # CLIP pools at EOS only when eos_token_id != 2

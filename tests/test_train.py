@@ -322,3 +322,28 @@ def test_bf16_mixed_precision_keeps_lora_fp32(tmp_path):
     assert math.isfinite(out.history[0]["loss/total"])
     assert all(p.dtype == torch.float32 for p in trainer.params)
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
+
+
+def test_fp16_loss_scale_overflow_is_not_divergence(tmp_path):
+    """With a gradient scaler, an overflowing first step is skipped by the scaler (scale lowered), not
+    counted as NaN. accelerate creates no scaler on CPU, so a CPU GradScaler is attached by hand."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(mixed_precision="fp16", cpu=True)
+    accelerator.native_amp = True
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=1e38, backoff_factor=1e-34, growth_interval=1000)
+    cfg = tiny_config(tmp_path, max_steps=3, repeats=1, num_inference_steps=2, max_nan_steps=1)
+    trainer = DraftKTrainer(rewards=[BrightnessReward()], config=cfg, train_data=toy_rows(2), accelerator=accelerator)
+    before = [p.detach().clone() for p in trainer.params]
+    trainer.config.max_steps = 1
+    trainer.total_steps = 1
+    out = trainer.train()
+    assert out.history[0]["train/overflow_steps"] == 1.0 and out.history[0]["train/skipped_steps"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))  # update skipped
+    assert accelerator.scaler.get_scale() < 1e38
+    trainer.total_steps = 3
+    out = trainer.train()
+    assert out.history[-1]["train/overflow_steps"] == 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))

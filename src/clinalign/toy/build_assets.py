@@ -728,6 +728,9 @@ def build_assets(
 
     shutil.rmtree(tok_dir, ignore_errors=True)
     info["timings_s"]["total_this_run"] = round(time.time() - total_start, 1)
+    stage_keys = ("data", "vae", "unet", "training_critic", "evaluator_critic", "evaluate")
+    # stages may come from separate runs: the sum is what one run of all stages costs
+    info["timings_s"]["total_all_stages"] = round(sum(info["timings_s"].get(k, 0.0) for k in stage_keys), 1)
     info["sizes_bytes"] = {
         name: _dir_size(out / name) for name in ("base", "training_critic", "evaluator_critic") if (out / name).is_dir()
     }

@@ -340,6 +340,7 @@ class DraftKTrainer:
         self.global_step = 0
         self.nan_streak = 0
         self.skipped_steps = 0
+        self.overflow_steps = 0
         self.eval_history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ helpers
@@ -484,9 +485,20 @@ class DraftKTrainer:
             self._sync_gradients()
             flags = self._all_mean(torch.tensor([0.0 if finite else 1.0], device=acc.device))
             grad_norm = self._clip()
-            skip = bool(flags.item() > 0) or not math.isfinite(grad_norm)
-            if skip:
+            scaler = getattr(acc, "scaler", None)
+            # fp16: inf gradients with finite losses are loss-scale overflows, routine while the scaler
+            # calibrates; stepping lets GradScaler skip the update and lower its scale
+            overflow = scaler is not None and flags.item() == 0 and not math.isfinite(grad_norm)
+            skip = not overflow and (bool(flags.item() > 0) or not math.isfinite(grad_norm))
+            if overflow:
+                self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                self.overflow_steps += 1
+            elif skip:
+                self.optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    # no gradients left, so no update; this only closes the scaler's unscale/update cycle
+                    self.optimizer.step()
                 self.nan_streak += 1
                 self.skipped_steps += 1
                 if acc.is_main_process:
@@ -517,6 +529,7 @@ class DraftKTrainer:
                     "train/grad_norm": grad_norm,
                     "train/lr": float(self.optimizer.param_groups[0]["lr"]),
                     "train/skipped_steps": float(self.skipped_steps),
+                    "train/overflow_steps": float(self.overflow_steps),
                     "perf/step_time": elapsed,
                     "perf/samples_per_second": cfg.batch_size * acc.num_processes * ga / max(elapsed, 1e-9),
                 }
@@ -551,8 +564,10 @@ class DraftKTrainer:
         if not grads:
             return 0.0
         if max_norm is not None:
-            norm = self.accelerator.clip_grad_norm_(grads, max_norm)
+            norm = self.accelerator.clip_grad_norm_(grads, max_norm)  # unscales fp16 gradients first
         else:
+            if getattr(self.accelerator, "scaler", None) is not None:
+                self.accelerator.unscale_gradients()
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads]))
         return float(norm)
 
@@ -679,6 +694,7 @@ class DraftKTrainer:
             "global_step": self.global_step,
             "nan_streak": self.nan_streak,
             "skipped_steps": self.skipped_steps,
+            "overflow_steps": self.overflow_steps,
             "eval_history": self.eval_history,
             "num_processes": self.accelerator.num_processes,
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -723,6 +739,7 @@ class DraftKTrainer:
         self.global_step = int(state["global_step"])
         self.nan_streak = int(state.get("nan_streak", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.overflow_steps = int(state.get("overflow_steps", 0))
         self.eval_history = list(state.get("eval_history", []))
         if int(state.get("num_processes", acc.num_processes)) != acc.num_processes and acc.is_main_process:
             warnings.warn(
