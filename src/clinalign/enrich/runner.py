@@ -150,6 +150,36 @@ def _json_line(row: Mapping[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
 
 
+def enriched_row(
+    record: Record,
+    preset: Preset,
+    fields: Mapping[str, Any],
+    t_ep: str,
+    t_c: str | None,
+    *,
+    model: str,
+    usage: Mapping[str, Any] | None = None,
+    repairs: int = 0,
+) -> dict[str, Any]:
+    """One ``enriched.jsonl`` row: the record, the validated fields, ``t_ep``/``t_c`` and provenance."""
+    return {
+        **record.to_dict(),
+        "fields": dict(fields),
+        "t_ep": t_ep,
+        "t_c": t_c,
+        # the keys DraftKTrainer's train_data dicts use
+        "prompt": t_ep,
+        "checklist": t_c,
+        "model": model,
+        "preset": preset.name,
+        "preset_version": preset.version,
+        "prompt_hash": preset.prompt_hash,
+        "usage": dict(usage or {}),
+        "repairs": repairs,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def build_messages(preset: Preset, record: Record, image_url: str) -> list[dict[str, Any]]:
     """System prompt (label as hard constraint) + user turn with the instruction and the image."""
     return [
@@ -328,23 +358,16 @@ class _Run:
         t_ep = self.preset.render(
             fields, record.label, token_counter=self.token_counter, max_tokens=config.prompt_max_tokens
         )
-        t_c = self.checklist_texts.get(record.label)
-        row = {
-            **record.to_dict(),
-            "fields": fields,
-            "t_ep": t_ep,
-            "t_c": t_c,
-            # the keys DraftKTrainer's train_data dicts use
-            "prompt": t_ep,
-            "checklist": t_c,
-            "model": config.model,
-            "preset": self.preset.name,
-            "preset_version": self.preset.version,
-            "prompt_hash": self.preset.prompt_hash,
-            "usage": answer.usage.to_dict(),
-            "repairs": answer.repairs,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        row = enriched_row(
+            record,
+            self.preset,
+            fields,
+            t_ep,
+            self.checklist_texts.get(record.label),
+            model=config.model,
+            usage=answer.usage.to_dict(),
+            repairs=answer.repairs,
+        )
         await self._append(ENRICHED_FILE, row)
         self.succeeded += 1
 

@@ -1,0 +1,36 @@
+"""``clinalign quickstart``: the whole method on the toy clinical world, offline, on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output directory (reruns resume)."),
+    fast: bool = typer.Option(False, "--fast", help="Smaller data, fewer steps, one CRAFT seed (about 2 minutes)."),
+    seed: int = typer.Option(0, help="Seed of the data, generation and the first CRAFT run."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Generate ToyDerm, enrich it, fit probes, train the LoRA baseline and CRAFT, score CAS, write a report.
+
+    Example:
+
+        clinalign quickstart --out runs/quickstart          # full run: 2 CRAFT seeds
+        clinalign quickstart --fast --out runs/qs_fast      # the quick version the tests run
+    """
+    from clinalign.toy.quickstart import QuickstartConfig, run_quickstart
+    from clinalign.toy.report import format_summary
+
+    config = QuickstartConfig(out_dir=str(out), fast=fast, seed=seed, device=device, progress=progress)
+    result = run_quickstart(config, log=typer.echo)
+    typer.echo("")
+    typer.echo(format_summary(result.summary))
+    typer.echo(f"\nreport:  {result.report}")
+    typer.echo(f"summary: {result.out_dir / 'summary.json'}  ({result.seconds:.0f} s in all)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quickstart")(quickstart)

@@ -1,0 +1,359 @@
+"""``clinalign quickstart``: the whole CRAFT method on the toy clinical world, on a CPU, offline.
+
+Steps (each writes under ``out_dir`` and is skipped on a rerun when its outputs are complete):
+
+1. generate ToyDerm train/test images (:func:`clinalign.toy.write_toyderm`);
+2. enrich them with the ``toyderm`` preset: attribute JSON validated by the preset schema and
+   rendered to ``t_ep`` by the same code as MLLM enrichment (no network);
+3. fit DD probes for the training critic and for the evaluator on real training images;
+4. zero-shot baseline: the base model generates for the held-out test prompts;
+5. LoRA-finetuning baseline (λ_reward = 0, its own learning rate);
+6. CRAFT: DRaFT-K with VDC + CCS + DD + SFS from the training critic (one or more seeds);
+7. score every method with the *evaluator* (CAS, tail analysis with τ from the real test images);
+8. write ``report.html`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clinalign.errors import ConfigError
+from clinalign.utils.io import read_json, write_json
+
+METHODS = ("zero_shot", "lora", "craft")
+
+
+class QuickstartConfig(BaseModel):
+    """Settings of the toy end-to-end run; ``fast`` picks smaller defaults for every ``None`` field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- run
+    out_dir: str = Field("runs/quickstart", description="Where everything is written.")
+    fast: bool = Field(False, description="A smaller, quicker run (used by the tests).")
+    seed: int = Field(0, description="Seed of the toy data, generation and the first CRAFT run.")
+    device: str | None = Field(None, description="cpu, cuda, ... (default: cuda when available).")
+    progress: bool = Field(True, description="Show progress bars.")
+    # --- data
+    n_train: int | None = Field(None, ge=16, description="Training images (default 2000; fast 800).")
+    n_test: int | None = Field(None, ge=8, description="Held-out test images/prompts (default 400; fast 120).")
+    # --- models (default: the shipped toy assets)
+    base_model: str | None = Field(None, description="Base text-to-image model directory.")
+    training_critic: str | None = Field(None, description="Critic whose rewards train CRAFT.")
+    evaluator: str | None = Field(None, description="Critic that scores CAS; never used for training.")
+    # --- sampling
+    resolution: int = Field(32, description="Image side in pixels.")
+    train_inference_steps: int = Field(10, ge=1, description="T of the DRaFT-K trajectories.")
+    eval_inference_steps: int = Field(20, ge=1, description="Denoising steps when generating for evaluation.")
+    guidance_scale: float = Field(3.0, ge=0, description="Classifier-free guidance at training and generation.")
+    # --- training
+    craft_steps: int | None = Field(None, ge=1, description="CRAFT optimiser steps (default 200; fast 60).")
+    lora_steps: int | None = Field(None, ge=1, description="LoRA-baseline steps (default: as CRAFT).")
+    craft_learning_rate: float = Field(3e-3, gt=0, description="CRAFT learning rate.")
+    lora_learning_rate: float = Field(3e-3, gt=0, description="LoRA-baseline learning rate (tuned separately).")
+    batch_size: int = Field(8, ge=1, description="Prompts per step.")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank.")
+    craft_seeds: list[int] | None = Field(None, description="CRAFT training seeds (default [0, 1]; fast [0]).")
+    # --- scoring
+    n_boot: int | None = Field(None, ge=2, description="Bootstrap resamples (default 1000; fast 200).")
+
+    def resolved(self) -> QuickstartConfig:
+        """A copy with every ``None`` default filled in for the chosen mode."""
+        from clinalign.toy import paths
+
+        fast = self.fast
+        values = self.model_dump()
+        defaults: dict[str, Callable[[], Any]] = {
+            "n_train": lambda: 800 if fast else 2000,
+            "n_test": lambda: 120 if fast else 400,
+            "craft_steps": lambda: 60 if fast else 200,
+            "craft_seeds": lambda: [self.seed] if fast else [self.seed, self.seed + 1],
+            "n_boot": lambda: 200 if fast else 1000,
+            # shipped assets are looked up only when no model is given
+            "base_model": lambda: str(paths.base_model_dir()),
+            "training_critic": lambda: str(paths.training_critic_dir()),
+            "evaluator": lambda: str(paths.evaluator_critic_dir()),
+        }
+        for key, default in defaults.items():
+            if values.get(key) is None:
+                values[key] = default()
+        if values["lora_steps"] is None:
+            values["lora_steps"] = values["craft_steps"]
+        resolved = QuickstartConfig(**values)
+        if resolved.training_critic == resolved.evaluator:
+            raise ConfigError(
+                "the training critic and the evaluator are the same model; CAS must be scored by a critic "
+                "that did not train the generator. Pass a different --evaluator."
+            )
+        return resolved
+
+
+@dataclass
+class QuickstartResult:
+    """What :func:`run_quickstart` produced: the summary (also in ``summary.json``) and file locations."""
+
+    summary: dict[str, Any]
+    out_dir: Path
+    report: Path
+    seconds: float
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+class _Steps:
+    """Runs the numbered steps with timing and a one-line log each."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, title: str, fn: Callable[[], Any]) -> Any:
+        self.log(f"[{len(self.timings) + 1}/8] {title} ...")
+        started = time.perf_counter()
+        out = fn()
+        self.timings[name] = round(time.perf_counter() - started, 2)
+        self.log(f"      done in {self.timings[name]:.1f} s")
+        return out
+
+
+def _train_rows(enriched: Path, split: str) -> list[dict[str, Any]]:
+    from clinalign.utils.io import read_jsonl
+
+    root = enriched.parent
+    rows = []
+    for row in read_jsonl(enriched):
+        if row.get("split") != split:
+            continue
+        rows.append(
+            {
+                "id": row["id"],
+                "image": str(root / row["image"]),
+                "prompt": row["t_ep"],
+                "checklist": row["t_c"],
+                "label": row["label"],
+            }
+        )
+    return rows
+
+
+def _records(enriched: Path, split: str):
+    from clinalign.data.records import Record
+
+    return [
+        Record(id=r["id"], image=Path(r["image"]), label=r["label"], split=split) for r in _train_rows(enriched, split)
+    ]
+
+
+def _train_lora(
+    cfg: QuickstartConfig,
+    *,
+    name: str,
+    seed: int,
+    rewards: list[Any] | None,
+    train_rows: list[dict[str, Any]],
+    out: Path,
+) -> Path:
+    """Train one LoRA (CRAFT when ``rewards``, else the plain LoRA baseline); returns the LoRA dir."""
+    from clinalign.training import DraftKTrainer, TrainConfig
+
+    lora_dir = out / "lora"
+    if (lora_dir / "clinalign_meta.json").is_file():
+        return lora_dir
+    craft = rewards is not None
+    config = TrainConfig(
+        model=str(cfg.base_model),
+        resolution=cfg.resolution,
+        num_inference_steps=cfg.train_inference_steps,
+        k=1,
+        eta=1.0,
+        guidance_scale=cfg.guidance_scale,
+        repeats=1,
+        lambda_diff=0.2 if craft else 1.0,
+        lambda_reward=0.8 if craft else 0.0,
+        lora_rank=cfg.lora_rank,
+        learning_rate=cfg.craft_learning_rate if craft else cfg.lora_learning_rate,
+        weight_decay=0.0,
+        batch_size=cfg.batch_size,
+        max_steps=cfg.craft_steps if craft else cfg.lora_steps,
+        seed=seed,
+        output_dir=str(out),
+        log_with="none",
+        progress_bar=cfg.progress,
+        checkpoint_every=0,
+        gradient_checkpointing=False,
+    )
+    trainer = DraftKTrainer(model=str(cfg.base_model), rewards=rewards, config=config, train_data=train_rows)
+    trainer.train()
+    trainer.save_lora(lora_dir)
+    return lora_dir
+
+
+def _generate(cfg: QuickstartConfig, *, lora: Path | None, prompts_file: Path, out: Path) -> Path:
+    from clinalign.diffusion import generate_to_dir, load_diffusion_model, read_prompts
+
+    rows = read_prompts(prompts_file)
+    manifest = out / "manifest.jsonl"
+    if manifest.is_file():
+        from clinalign.utils.io import read_jsonl
+
+        if len(read_jsonl(manifest)) >= len(rows):
+            return out
+    model = load_diffusion_model(str(cfg.base_model), device=cfg.device)
+    if lora is not None:
+        model.load_lora(lora)
+    extra = {"lora": str(lora)} if lora is not None else None
+    generate_to_dir(
+        model,
+        rows,
+        out,
+        n_per_prompt=1,
+        seed=cfg.seed,
+        resolution=cfg.resolution,
+        num_inference_steps=cfg.eval_inference_steps,
+        guidance_scale=cfg.guidance_scale,
+        eta=0.0,
+        batch_size=64,
+        progress_bar=cfg.progress,
+        extra=extra,
+    )
+    return out
+
+
+def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = print) -> QuickstartResult:
+    """Run the eight quickstart steps; returns the summary and writes ``report.html`` and ``summary.json``."""
+    from clinalign.critics import load_critic
+    from clinalign.probe_training import train_probe
+    from clinalign.rewards import CCSReward, DDReward, SFSReward, VDCReward
+    from clinalign.scoring import ScoreCASConfig, evaluate_cas
+    from clinalign.toy import write_toyderm
+    from clinalign.toy.enrich import enrich_toyderm
+    from clinalign.toy.report import summarize, write_report
+
+    started = time.perf_counter()
+    cfg = config.resolved()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "quickstart_config.json", cfg.model_dump())
+    steps = _Steps(log)
+
+    files = steps.run(
+        "data",
+        f"generate ToyDerm ({cfg.n_train} train / {cfg.n_test} test images, seed {cfg.seed})",
+        lambda: write_toyderm(out / "data", n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed),
+    )
+    enriched = steps.run(
+        "enrich",
+        "enrich with the 'toyderm' preset (schema-validated, rendered t_ep)",
+        lambda: enrich_toyderm(files.enriched, out / "enrich"),
+    )
+    train_rows = _train_rows(enriched, "train")
+    test_file = out / "enrich" / "test_prompts.jsonl"
+    if not test_file.is_file():
+        from clinalign.utils.io import atomic_open, read_jsonl
+
+        with atomic_open(test_file) as handle:
+            import json
+
+            for row in read_jsonl(enriched):
+                if row.get("split") == "test":
+                    handle.write(json.dumps({**row, "image": str(enriched.parent / row["image"])}) + "\n")
+
+    def probes() -> dict[str, Any]:
+        result = {}
+        train_records, test_records = _records(enriched, "train"), _records(enriched, "test")
+        for role, name in (("training_critic", cfg.training_critic), ("evaluator", cfg.evaluator)):
+            critic = load_critic(str(name), device=cfg.device)
+            trained = train_probe(
+                critic,
+                train_records,
+                out / "probes" / role,
+                val_records=test_records,
+                epochs=50,
+                lr=1e-3,
+                batch_size=256,
+                seed=cfg.seed,
+                progress=cfg.progress,
+            )
+            result[role] = {"critic": critic, "probe": trained.probe, "test_accuracy": trained.val_accuracy}
+            log(f"      {role} probe accuracy on real test images: {trained.val_accuracy:.3f}")
+        return result
+
+    fitted = steps.run("probes", "fit DD probes (training critic and evaluator) on real training images", probes)
+
+    gen_dirs: dict[str, list[Path]] = {}
+    gen_dirs["zero_shot"] = [
+        steps.run(
+            "zero_shot",
+            "zero-shot baseline: generate for the held-out test prompts",
+            lambda: _generate(cfg, lora=None, prompts_file=test_file, out=out / "methods" / "zero_shot" / "gen"),
+        )
+    ]
+
+    def lora_baseline() -> Path:
+        lora = _train_lora(
+            cfg, name="lora", seed=cfg.seed, rewards=None, train_rows=train_rows, out=out / "methods" / "lora"
+        )
+        return _generate(cfg, lora=lora, prompts_file=test_file, out=out / "methods" / "lora" / "gen")
+
+    gen_dirs["lora"] = [
+        steps.run("lora", f"LoRA-finetuning baseline (λ_reward = 0, {cfg.lora_steps} steps)", lora_baseline)
+    ]
+
+    def craft() -> list[Path]:
+        critic, probe = fitted["training_critic"]["critic"], fitted["training_critic"]["probe"]
+        dirs = []
+        for seed in cfg.craft_seeds or [cfg.seed]:
+            rewards = [VDCReward(critic), CCSReward(critic), DDReward(critic, probe), SFSReward(critic)]
+            run_dir = out / "methods" / "craft" / f"seed{seed}"
+            lora = _train_lora(cfg, name="craft", seed=seed, rewards=rewards, train_rows=train_rows, out=run_dir)
+            dirs.append(_generate(cfg, lora=lora, prompts_file=test_file, out=run_dir / "gen"))
+        return dirs
+
+    gen_dirs["craft"] = steps.run(
+        "craft",
+        f"CRAFT: DRaFT-K with VDC+CCS+DD+SFS ({cfg.craft_steps} steps, seeds {cfg.craft_seeds})",
+        craft,
+    )
+
+    def score():
+        evaluator, probe = fitted["evaluator"]["critic"], fitted["evaluator"]["probe"]
+        score_config = ScoreCASConfig(
+            methods={m: [str(p) for p in paths] for m, paths in gen_dirs.items()},
+            real=str(test_file),
+            checklists=str(files.checklists),
+            evaluator=str(cfg.evaluator),
+            probe=str(out / "probes" / "evaluator"),
+            n_boot=cfg.n_boot,
+            seed=cfg.seed,
+            out=str(out / "cas"),
+        )
+        return evaluate_cas(score_config, evaluator=evaluator, probe=probe, progress=cfg.progress)
+
+    report = steps.run("score", "score every method with the evaluator (CAS, tail analysis)", score)
+    summary = summarize(
+        report,
+        probe_accuracy={role: info["test_accuracy"] for role, info in fitted.items()},
+        config=cfg.model_dump(),
+        timings=steps.timings,
+    )
+    test_rows = _train_rows(enriched, "test")
+    real_images = ([Path(r["image"]) for r in test_rows], [r["label"] for r in test_rows])
+    report_path = steps.run(
+        "report",
+        "write report.html and summary.json",
+        lambda: write_report(report, summary, out, real_images=real_images),
+    )
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(out / "summary.json", summary)
+    return QuickstartResult(summary=summary, out_dir=out, report=report_path, seconds=summary["seconds"])
+
+
+def load_summary(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a finished run's ``summary.json``."""
+    return read_json(Path(out_dir) / "summary.json")

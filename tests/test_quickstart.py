@@ -1,0 +1,78 @@
+"""`clinalign quickstart --fast` end to end on the shipped toy models, checked against its own CSVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+
+from clinalign.cli import main
+from clinalign.toy.quickstart import QuickstartConfig, run_quickstart
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart")
+    result = run_quickstart(QuickstartConfig(out_dir=str(out), fast=True, progress=False), log=lambda _: None)
+    return out, result
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_quickstart_writes_the_report(quickstart_run):
+    out, result = quickstart_run
+    for name in ("report.html", "summary.json", "cas/per_image.csv", "cas/real_per_image.csv", "cas/ecdf.png"):
+        assert (out / name).is_file(), name
+    page = (out / "report.html").read_text()
+    # self-contained: every image is embedded
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) >= 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"real", "zero_shot", "lora", "craft"}
+    for method in summary["methods"].values():
+        for key in ("cas_mean", "frac_below_tau", "p10", "n", "vdc_mean", "ccs_mean", "dd_mean", "sfs_mean"):
+            assert key in method
+    assert summary["methods"]["zero_shot"]["n"] == result.summary["config"]["n_test"]
+    # the evaluator's probe separates the classes on real test images, far above chance (0.25)
+    assert summary["probe_accuracy_on_real_test"]["evaluator"] > 0.9
+    assert summary["probe_accuracy_on_real_test"]["training_critic"] > 0.9
+    assert summary["leakage"] == []
+
+
+def test_summary_numbers_match_an_independent_computation(quickstart_run):
+    out, result = quickstart_run
+    summary = result.summary
+    real = np.array([float(r["cas"]) for r in _rows(out / "cas" / "real_per_image.csv")])
+    tau = float(np.quantile(real, 0.25))
+    assert summary["tau"] == pytest.approx(tau, abs=1e-9)
+    assert summary["methods"]["real"]["cas_mean"] == pytest.approx(real.mean(), abs=1e-9)
+    by_method: dict[str, list[float]] = {}
+    for row in _rows(out / "cas" / "per_image.csv"):
+        by_method.setdefault(row["method"], []).append(float(row["cas"]))
+    for method, values in by_method.items():
+        values = np.array(values)
+        stats = summary["methods"][method]
+        assert stats["cas_mean"] == pytest.approx(values.mean(), abs=1e-9)
+        assert stats["frac_below_tau"] == pytest.approx(float((values < tau).mean()), abs=1e-9)
+        assert stats["p10"] == pytest.approx(float(np.percentile(values, 10)), abs=1e-9)
+
+
+def test_rerun_resumes_and_cli_prints_the_summary(quickstart_run, capsys):
+    out, result = quickstart_run
+    with pytest.raises(SystemExit) as exit_info:
+        main(["quickstart", "--fast", "--out", str(out), "--no-progress"])
+        raise SystemExit(0)
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "CRAFT" in printed and "τ =" in printed and "report.html" in printed
+    again = json.loads((out / "summary.json").read_text())
+    for method in ("zero_shot", "lora", "craft"):
+        assert again["methods"][method]["cas_mean"] == pytest.approx(result.summary["methods"][method]["cas_mean"])
+    # nothing was retrained or regenerated
+    assert again["timings_seconds"]["craft"] < 5 and again["timings_seconds"]["zero_shot"] < 5
