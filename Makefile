@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
 quickstart: install
-	$(BIN)/python examples/rewards_tour.py
+	$(BIN)/clinalign quickstart --out runs/quickstart
 
 lint: dev
 	$(BIN)/ruff check src tests

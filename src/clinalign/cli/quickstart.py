@@ -21,8 +21,15 @@ def quickstart(
         clinalign quickstart --out runs/quickstart          # full run: 2 CRAFT seeds
         clinalign quickstart --fast --out runs/qs_fast      # the quick version the tests run
     """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     from clinalign.toy.quickstart import QuickstartConfig, run_quickstart
     from clinalign.toy.report import format_summary
+
+    # the libraries' own weight-loading bars would drown the step log; ours stay
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
 
     config = QuickstartConfig(out_dir=str(out), fast=fast, seed=seed, device=device, progress=progress)
     result = run_quickstart(config, log=typer.echo)

@@ -16,6 +16,7 @@ import torch
 from clinalign.critics.base import Critic, TextTruncationWarning, same_model
 from clinalign.critics.preprocess import ImagePreprocessConfig, preprocess_images
 from clinalign.errors import ConfigError, ModelLoadError
+from clinalign.utils.torch_utils import resolve_device, resolve_dtype
 
 __all__ = [
     "Critic",
@@ -57,38 +58,6 @@ def _load_open_clip(name_or_path: str, *, device: torch.device, dtype: torch.dty
 
 register_backend("transformers", _load_transformers)
 register_backend("open_clip", _load_open_clip)
-
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc}. Use 'cpu', 'cuda' or 'cuda:N'.") from exc
-
-
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    """``None`` means float32; strings such as ``"bf16"`` or ``"fp16"`` are accepted."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16.")
-    return _DTYPES[key]
 
 
 def _looks_like_path(name: str) -> bool:

@@ -13,6 +13,7 @@ import torch
 from clinalign.diffusion.model import DiffusionModel
 from clinalign.diffusion.sampling import sample
 from clinalign.errors import ConfigError, DataError
+from clinalign.utils.seeding import mix_seeds
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -67,11 +68,7 @@ def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
     Reproduce one image with ``torch.Generator().manual_seed(sample_seed(...))`` on batch size 1.
     """
-    x = 0x9E3779B97F4A7C15
-    for v in (seed, prompt_index, sample_index):
-        x = (x ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
+    return mix_seeds(seed, prompt_index, sample_index)
 
 
 def generate_to_dir(

@@ -12,28 +12,7 @@ import torch
 
 from clinalign.diffusion.lora import LoraSpec, inject_lora, lora_parameters, save_lora_diffusers
 from clinalign.errors import ConfigError, ModelLoadError
-
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "no": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
-
-
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    """``None``/``"no"``/``"fp32"`` -> float32; ``"bf16"``, ``"fp16"`` accepted."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16.")
-    return _DTYPES[key]
+from clinalign.utils.torch_utils import resolve_dtype
 
 
 class DiffusionModel:

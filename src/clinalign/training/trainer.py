@@ -53,6 +53,7 @@ from clinalign.training.data import (
     load_examples,
     load_pixels,
 )
+from clinalign.utils.seeding import mix_seeds
 
 META_NAME = "clinalign_meta.json"
 
@@ -80,15 +81,6 @@ class TrainOutput:
     history: list[dict[str, float]] = field(default_factory=list)
     eval_history: list[dict[str, float]] = field(default_factory=list)
     lora_dir: Path | None = None
-
-
-def _mix(*values: int) -> int:
-    """A deterministic 63-bit seed from integers (splitmix-style), for per-step generators."""
-    x = 0x9E3779B97F4A7C15
-    for v in values:
-        x = (x ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
 
 
 def build_rewards(
@@ -349,7 +341,7 @@ class DraftKTrainer:
         return _critic_names(self.reward_fn)
 
     def _seed(self, micro_step: int, purpose: int, j: int = 0) -> int:
-        return _mix(self.config.seed, micro_step, self.accelerator.process_index, purpose, j)
+        return mix_seeds(self.config.seed, micro_step, self.accelerator.process_index, purpose, j)
 
     def _reward_batch(self, examples: Sequence[TrainExample], references: torch.Tensor | None, composite: Any):
         from clinalign.rewards import RewardBatch
