@@ -15,6 +15,22 @@ from clinalign.errors import ConfigError, ModelLoadError
 from clinalign.utils.torch_utils import resolve_dtype
 
 
+def stable_diffusion_scheduler(prediction_type: str = "epsilon"):
+    """The DDIM scheduler Stable Diffusion 1.x/2.x ship with (scaled-linear betas, 1000 train steps)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+
+
 class DiffusionModel:
     """A Stable Diffusion 1.x/2.x model with frozen VAE, text encoder and UNet base weights.
 

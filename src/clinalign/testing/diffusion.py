@@ -32,8 +32,10 @@ def build_tiny_sd(
     8-16 px latents. The UNet has one cross-attention down/up block per entry of ``block_out_channels``
     (the last down block and first up block are attention-free, like SD).
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from clinalign.diffusion.model import stable_diffusion_scheduler
 
     out = Path(out_dir)
     tmp_tok = out / "_tokenizer_build"
@@ -76,16 +78,7 @@ def build_tiny_sd(
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = stable_diffusion_scheduler(prediction_type)
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae,

@@ -329,18 +329,11 @@ def train_base(images: torch.Tensor, labels: torch.Tensor, vae, tokenizer, cfg: 
 
 
 def save_base(out_dir: Path, vae, unet, text_encoder, tokenizer) -> None:
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
+    from clinalign.diffusion.model import stable_diffusion_scheduler
+
+    scheduler = stable_diffusion_scheduler("epsilon")
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
