@@ -14,10 +14,14 @@ from clinalign.utils.io import read_jsonl
 _KNOWN = {"id", "image", "label", "split", "patient_id"}
 
 
-def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def manifest_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row dict) for every row of a CSV/TSV/JSONL table; line numbers are the file's own."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return [(i + 1, row) for i, row in enumerate(read_jsonl(path))]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        numbers = [i + 1 for i, line in enumerate(lines) if line.strip()]
+        # a truncated last line is dropped by read_jsonl, so zip stops at the rows it returns
+        return list(zip(numbers, read_jsonl(path), strict=False))
     if suffix in (".csv", ".tsv"):
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
@@ -45,7 +49,7 @@ def read_manifest(
     root = Path(image_root) if image_root is not None else path.parent
     records: list[Record] = []
     seen: dict[str, int] = {}
-    for line, row in _rows(path):
+    for line, row in manifest_rows(path):
         for required in ("image", "label"):
             value = row.get(required)
             if value is None or str(value).strip() == "":

@@ -6,13 +6,13 @@ about content: every error names the file and the row and says what to fix.
 
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clinalign.data.manifest import manifest_rows
 from clinalign.errors import DataError
 from clinalign.utils.io import read_json, read_jsonl
 
@@ -239,15 +239,7 @@ def read_generated_set(
         prompt = _text(row, _PROMPT_KEYS)
         if prompt is None:
             raise DataError(f"{where}: missing 'prompt' (the enriched prompt t_ep the image was generated from).")
-        label = row.get("label")
-        if label is None or str(label).strip() == "":
-            raise DataError(f"{where}: missing 'label'; CAS needs the class each image was generated for.")
-        label = str(label).strip()
-        if known_labels is not None and label not in known_labels:
-            raise DataError(
-                f"{where}: label '{label}' is not one of the probe's classes {known_labels}. Fix the label or train "
-                "the evaluator probe on data that has this class."
-            )
+        label = _row_label(row, where, known_labels, "; CAS needs the class each image was generated for")
         out.paths.append(image)
         out.prompts.append(prompt)
         out.checklists.append(_checklist_for(row, label, checklists, where, manifest))
@@ -274,17 +266,18 @@ def read_generated_set(
 # ---------------------------------------------------------------------- real set
 
 
-def _manifest_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        numbers = [i + 1 for i, line in enumerate(lines) if line.strip()]
-        return list(zip(numbers, read_jsonl(path), strict=False))
-    if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            return [(i + 2, dict(row)) for i, row in enumerate(reader)]
-    raise DataError(f"{path}: unsupported manifest type '{suffix}'. Use a .csv, .tsv or .jsonl file.")
+def _row_label(row: dict[str, Any], where: str, known_labels: list[str] | None, missing_hint: str) -> str:
+    """The row's label, checked against the probe's classes; errors name the file and row."""
+    label = row.get("label")
+    if label is None or str(label).strip() == "":
+        raise DataError(f"{where}: missing 'label'{missing_hint}.")
+    label = str(label).strip()
+    if known_labels is not None and label not in known_labels:
+        raise DataError(
+            f"{where}: label '{label}' is not one of the probe's classes {known_labels}. Fix the label or train "
+            "the evaluator probe on data that has this class."
+        )
+    return label
 
 
 def read_real_set(
@@ -306,7 +299,7 @@ def read_real_set(
     if not path.is_file():
         raise DataError(f"{path}: real test manifest not found. Check --real.")
     root = Path(image_root) if image_root is not None else path.parent
-    rows = _manifest_rows(path)
+    rows = manifest_rows(path)
     splits = sorted({str(row.get("split")) for _, row in rows if row.get("split") not in (None, "")})
     if split is None and len(splits) > 1:
         warnings.warn(
@@ -331,15 +324,7 @@ def read_real_set(
             image = root / image if (root / image).is_file() or not image.is_file() else image.resolve()
         if check_images and not image.is_file():
             raise DataError(f"{where}: image '{image_field}' not found (looked for {image}).")
-        label = row.get("label")
-        if label is None or str(label).strip() == "":
-            raise DataError(f"{where}: missing 'label'.")
-        label = str(label).strip()
-        if known_labels is not None and label not in known_labels:
-            raise DataError(
-                f"{where}: label '{label}' is not one of the probe's classes {known_labels}. Fix the label or train "
-                "the evaluator probe on data that has this class."
-            )
+        label = _row_label(row, where, known_labels, "")
         prompt = _text(row, _PROMPT_KEYS)
         if prompt is None:
             raise DataError(
