@@ -76,3 +76,24 @@ def test_rerun_resumes_and_cli_prints_the_summary(quickstart_run, capsys):
         assert again["methods"][method]["cas_mean"] == pytest.approx(result.summary["methods"][method]["cas_mean"])
     # nothing was retrained or regenerated
     assert again["timings_seconds"]["craft"] < 5 and again["timings_seconds"]["zero_shot"] < 5
+
+
+def test_craft_beats_the_zero_shot_baseline_on_the_same_prompts(quickstart_run):
+    out, result = quickstart_run
+    summary = result.summary
+    craft, zero = summary["methods"]["craft"], summary["methods"]["zero_shot"]
+    gain = summary["paired_cas_gain"]["craft_vs_zero_shot"]
+    print(
+        f"\nevaluator CAS: zero-shot {zero['cas_mean']:.3f}, LoRA {summary['methods']['lora']['cas_mean']:.3f}, "
+        f"CRAFT {craft['cas_mean']:.3f}; paired gain {gain['mean']:+.3f} CI {gain['ci']}"
+    )
+    # the paired gain, recomputed independently from the per-image CSV (same ref_id = same prompt)
+    per_prompt: dict[str, dict[str, float]] = {}
+    for row in _rows(out / "cas" / "per_image.csv"):
+        per_prompt.setdefault(row["method"], {})[row["ref_id"]] = float(row["cas"])
+    diffs = [per_prompt["craft"][ref] - per_prompt["zero_shot"][ref] for ref in per_prompt["zero_shot"]]
+    assert gain["mean"] == pytest.approx(np.mean(diffs), abs=1e-9)
+    assert gain["n_prompts"] == len(diffs) == summary["config"]["n_test"]
+    assert craft["cas_mean"] > zero["cas_mean"]
+    # not a coincidence of sampling noise: the 95% bootstrap interval over prompts excludes zero
+    assert gain["ci"][0] > 0

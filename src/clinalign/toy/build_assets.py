@@ -55,6 +55,9 @@ class CriticSpec:
     half: int  # which half of the training patients (0 or 1) it is trained on
     augment: str  # "photometric" or "geometric"
     steps: int
+    # fraction of each batch replaced by corrupted copies (shuffled tiles, speckled pixels, heavy blur)
+    # paired with ARTIFACT_TEXT, so colour soup and glows embed away from every class description
+    artifact_fraction: float = 0.0
     batch_size: int = 128
     learning_rate: float = 2e-3
 
@@ -82,6 +85,9 @@ class BuildConfig:
     unet_batch_size: int = 64
     unet_learning_rate: float = 1e-3
     caption_dropout: float = 0.1
+    # fraction of training captions whose label is replaced by a uniformly drawn one (possibly the same):
+    # the base learns each class prompt as a mixture, the way a web-trained model half-knows medical terms
+    label_noise: float = 0.5
     # critics
     training_critic: CriticSpec = field(
         default_factory=lambda: CriticSpec(
@@ -96,6 +102,7 @@ class BuildConfig:
             half=0,
             augment="photometric",
             steps=800,
+            artifact_fraction=0.15,
         )
     )
     evaluator_critic: CriticSpec = field(
@@ -111,6 +118,7 @@ class BuildConfig:
             half=1,
             augment="geometric",
             steps=800,
+            artifact_fraction=0.15,
         )
     )
     # evaluation of the base model
@@ -305,6 +313,9 @@ def train_base(images: torch.Tensor, labels: torch.Tensor, vae, tokenizer, cfg: 
         noise_latent = torch.randn(lat_mean[idx].shape, generator=generator)
         latents = (lat_mean[idx] + lat_std[idx] * noise_latent) * scale
         which = labels[idx].clone()
+        if cfg.label_noise > 0:
+            noisy = torch.rand(len(idx), generator=generator) < cfg.label_noise
+            which[noisy] = torch.randint(0, len(CLASSES), (int(noisy.sum()),), generator=generator)
         drop = torch.rand(len(idx), generator=generator) < cfg.caption_dropout
         which[drop] = len(CLASSES)
         hidden = text_encoder(prompt_ids[which]).last_hidden_state
@@ -391,6 +402,39 @@ def _augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> tor
     raise ValueError(f"unknown augmentation {kind!r}")
 
 
+ARTIFACT_TEXT = "dermatology photo, distorted artifact"
+
+
+def _corrupt(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Corrupted copies of [B,3,H,W] images that keep their colours but not their lesion's structure.
+
+    One of three per image: the 4x4 grid of tiles shuffled (fragments of rings and borders), pixels
+    shuffled inside each 4x4 block (speckled colour soup), or a heavy blur (glows without an edge).
+    These are what reward hacking of a tiny critic produced on the toy; a critic that pairs them with
+    :data:`ARTIFACT_TEXT` stops scoring them as lesions.
+    """
+    b, c, h, w = images.shape
+    kind = torch.randint(0, 3, (b,), generator=generator)
+    out = images.clone()
+    tile = h // 4
+    for i in range(b):
+        x = images[i]
+        if kind[i] == 0:
+            tiles = x.unfold(1, tile, tile).unfold(2, tile, tile)  # [3, 4, 4, tile, tile]
+            flat = tiles.reshape(c, 16, tile, tile)[:, torch.randperm(16, generator=generator)]
+            out[i] = flat.reshape(c, 4, 4, tile, tile).permute(0, 1, 3, 2, 4).reshape(c, h, w)
+        elif kind[i] == 1:
+            blocks = x.reshape(c, h // 4, 4, w // 4, 4).permute(0, 1, 3, 2, 4).reshape(c, h // 4, w // 4, 16)
+            blocks = blocks[..., torch.randperm(16, generator=generator)]
+            out[i] = blocks.reshape(c, h // 4, w // 4, 4, 4).permute(0, 1, 3, 2, 4).reshape(c, h, w)
+        else:
+            blurred = x[None]
+            for _ in range(3):
+                blurred = F.avg_pool2d(F.pad(blurred, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+            out[i] = blurred[0]
+    return out
+
+
 def _critic_preprocess(spec: CriticSpec):
     from clinalign.critics.preprocess import ImagePreprocessConfig
 
@@ -449,7 +493,7 @@ def train_critic(
     )
     preprocess = _critic_preprocess(spec)
     lists = checklists()
-    text_pool = list(prompts) + [lists[c] for c in CLASSES] + [label_prompt(c) for c in CLASSES]
+    text_pool = list(prompts) + [lists[c] for c in CLASSES] + [label_prompt(c) for c in CLASSES] + [ARTIFACT_TEXT]
     text_index = {t: i for i, t in enumerate(dict.fromkeys(text_pool))}
     unique_texts = list(text_index)
     tokens = tokenizer(
@@ -461,17 +505,24 @@ def train_critic(
     prompt_idx = torch.tensor([text_index[p] for p in prompts])
     checklist_idx = torch.tensor([text_index[lists[c]] for c in CLASSES])
     label_idx = torch.tensor([text_index[label_prompt(c)] for c in CLASSES])
+    artifact_idx = text_index[ARTIFACT_TEXT]
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.05)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(50, spec.steps))
     model.train()
     start = time.time()
     for step, idx in enumerate(_batches(len(images), spec.batch_size, spec.steps, generator)):
-        x = preprocess_images(_augment(images[idx], spec.augment, generator), preprocess)
+        batch = _augment(images[idx], spec.augment, generator)
         choice = torch.rand(len(idx), generator=generator)
         tid = prompt_idx[idx].clone()
         tid[choice > 0.7] = checklist_idx[labels[idx][choice > 0.7]]
         tid[choice > 0.9] = label_idx[labels[idx][choice > 0.9]]
+        if spec.artifact_fraction > 0:
+            bad = torch.rand(len(idx), generator=generator) < spec.artifact_fraction
+            if bad.any():
+                batch[bad] = _corrupt(batch[bad], generator)
+                tid[bad] = artifact_idx
+        x = preprocess_images(batch, preprocess)
         uniq, inverse = torch.unique(tid, return_inverse=True)
         img = F.normalize(_features(model.get_image_features(pixel_values=x)), dim=-1)
         txt = F.normalize(
@@ -644,7 +695,26 @@ def _save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 
-STAGES = ("base", "critics", "evaluate")
+STAGES = ("base", "unet", "critics", "evaluate")
+
+
+def _load_vae(base_dir: Path):
+    """The VAE of an earlier build, for the ``unet`` stage (which retrains only text encoder + UNet)."""
+    from diffusers import AutoencoderKL
+
+    if not (base_dir / "vae").is_dir():
+        raise FileNotFoundError(
+            f"--stages unet retrains the UNet on the VAE of an earlier build, but {base_dir / 'vae'} does not "
+            "exist. Run the 'base' stage (VAE + UNet) first."
+        )
+    from safetensors.torch import load_file
+
+    # from_config + load_state_dict, not from_pretrained: that would record this folder's path in the
+    # saved config (``_name_or_path``), and the shipped files must not depend on where they were built
+    config = {k: v for k, v in AutoencoderKL.load_config(base_dir / "vae").items() if not k.startswith("_")}
+    vae = AutoencoderKL.from_config(config)
+    vae.load_state_dict(load_file(base_dir / "vae" / "diffusion_pytorch_model.safetensors"))
+    return vae.eval()
 
 
 def build_assets(
@@ -656,7 +726,8 @@ def build_assets(
 ) -> dict:
     """Build the toy assets under ``out_dir``; returns the build info (also written to ``build_info.json``).
 
-    ``stages`` selects what to (re)build: ``"base"`` (VAE, text encoder, UNet), ``"critics"`` (both
+    ``stages`` selects what to (re)build: ``"base"`` (VAE, text encoder, UNet), ``"unet"`` (text encoder
+    and UNet only, on the VAE already in ``out_dir/base``), ``"critics"`` (both
     critics) and ``"evaluate"`` (probe accuracies and base-model sample accuracy); stages not selected
     reuse what is already in ``out_dir``. ``threads`` defaults to ``min(2, cpu_count)``; results are
     reproducible for a fixed thread count.
@@ -682,12 +753,16 @@ def build_assets(
     tok_dir = out / "_tokenizer"
     tokenizer = _build_tokenizer(tok_dir)
 
-    if "base" in stages:
-        t = time.time()
-        vae, vae_info = train_vae(train_images, cfg)
-        info["vae"] = vae_info
-        info["timings_s"]["vae"] = round(time.time() - t, 1)
-        _log(f"vae: {vae_info} ({info['timings_s']['vae']}s)")
+    if "base" in stages or "unet" in stages:
+        if "base" in stages:
+            t = time.time()
+            vae, vae_info = train_vae(train_images, cfg)
+            info["vae"] = vae_info
+            info["timings_s"]["vae"] = round(time.time() - t, 1)
+            _log(f"vae: {vae_info} ({info['timings_s']['vae']}s)")
+        else:
+            vae = _load_vae(out / "base")
+            _log(f"unet stage: reusing the VAE in {out / 'base' / 'vae'}")
         t = time.time()
         unet, text_encoder, base_info = train_base(train_images, train_labels, vae, tokenizer, cfg)
         info["base"] = base_info
@@ -755,9 +830,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--stages: unknown stage(s) {unknown}; choose from {list(STAGES)}.", file=sys.stderr)
         return 2
     start = time.time()
-    info = build_assets(
-        args.out, config=BuildConfig.reduced() if args.reduced else BuildConfig(), stages=stages, threads=args.threads
-    )
+    try:
+        info = build_assets(
+            args.out,
+            config=BuildConfig.reduced() if args.reduced else BuildConfig(),
+            stages=stages,
+            threads=args.threads,
+        )
+    except FileNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 2
     elapsed = time.time() - start
     print(json.dumps({k: info[k] for k in info if k != "config"}, indent=2, sort_keys=True))
     print(f"build_assets finished in {elapsed:.1f} s ({elapsed / 60:.1f} min); wrote {args.out}")

@@ -51,6 +51,13 @@ class QuickstartConfig(BaseModel):
     # --- sampling
     resolution: int = Field(32, description="Image side in pixels.")
     train_inference_steps: int = Field(10, ge=1, description="T of the DRaFT-K trajectories.")
+    k: int = Field(
+        10,
+        ge=1,
+        description="K: final trajectory steps that keep gradients (here all T=10). On the toy a wrong class is "
+        "decided early in the trajectory; with K=1-3 the reward can only repaint the last steps, which the tiny "
+        "critics rewarded as colour soup (reward hacking), while K=T changes what is drawn.",
+    )
     eval_inference_steps: int = Field(20, ge=1, description="Denoising steps when generating for evaluation.")
     guidance_scale: float = Field(3.0, ge=0, description="Classifier-free guidance at training and generation.")
     # --- training
@@ -170,7 +177,7 @@ def _train_lora(
         model=str(cfg.base_model),
         resolution=cfg.resolution,
         num_inference_steps=cfg.train_inference_steps,
-        k=1,
+        k=cfg.k,
         eta=1.0,
         guidance_scale=cfg.guidance_scale,
         repeats=1,
@@ -194,7 +201,9 @@ def _train_lora(
     return lora_dir
 
 
-def _generate(cfg: QuickstartConfig, *, lora: Path | None, prompts_file: Path, out: Path) -> Path:
+def _generate(
+    cfg: QuickstartConfig, *, lora: Path | None, prompts_file: Path, out: Path, seed: int | None = None
+) -> Path:
     from clinalign.diffusion import generate_to_dir, load_diffusion_model, read_prompts
 
     rows = read_prompts(prompts_file)
@@ -213,7 +222,7 @@ def _generate(cfg: QuickstartConfig, *, lora: Path | None, prompts_file: Path, o
         rows,
         out,
         n_per_prompt=1,
-        seed=cfg.seed,
+        seed=cfg.seed if seed is None else seed,
         resolution=cfg.resolution,
         num_inference_steps=cfg.eval_inference_steps,
         guidance_scale=cfg.guidance_scale,
@@ -312,7 +321,8 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
             rewards = [VDCReward(critic), CCSReward(critic), DDReward(critic, probe), SFSReward(critic)]
             run_dir = out / "methods" / "craft" / f"seed{seed}"
             lora = _train_lora(cfg, name="craft", seed=seed, rewards=rewards, train_rows=train_rows, out=run_dir)
-            dirs.append(_generate(cfg, lora=lora, prompts_file=test_file, out=run_dir / "gen"))
+            # each seed samples with its own noise too: the spread over seeds covers training and sampling
+            dirs.append(_generate(cfg, lora=lora, prompts_file=test_file, out=run_dir / "gen", seed=seed))
         return dirs
 
     gen_dirs["craft"] = steps.run(
@@ -341,6 +351,8 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
         probe_accuracy={role: info["test_accuracy"] for role, info in fitted.items()},
         config=cfg.model_dump(),
         timings=steps.timings,
+        n_boot=cfg.n_boot or 1000,
+        seed=cfg.seed,
     )
     test_rows = _train_rows(enriched, "test")
     real_images = ([Path(r["image"]) for r in test_rows], [r["label"] for r in test_rows])

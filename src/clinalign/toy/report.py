@@ -32,12 +32,49 @@ def _stats(scores: Any, tail: Any | None) -> dict[str, Any]:
     return out
 
 
+def _per_prompt_cas(runs: list[Any]) -> dict[str, float]:
+    """Mean CAS per paired real image (``ref_id``) over a method's runs (seeds)."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        for ref, cas in zip(run.scores.extra.get("ref_id", []), run.scores.cas, strict=True):
+            if ref:
+                values.setdefault(str(ref), []).append(float(cas))
+    return {ref: float(np.mean(v)) for ref, v in values.items()}
+
+
+def paired_gain(
+    runs: list[Any], baseline_runs: list[Any], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any] | None:
+    """CAS of a method minus a baseline's on the *same* held-out prompts, with a bootstrap CI over prompts.
+
+    Both methods generate for the same prompts, so the per-prompt difference removes the variation
+    between prompts that dominates the two methods' separate intervals. ``None`` when no prompts pair up.
+    """
+    method, baseline = _per_prompt_cas(runs), _per_prompt_cas(baseline_runs)
+    common = sorted(set(method) & set(baseline))
+    if not common:
+        return None
+    diffs = np.array([method[r] - baseline[r] for r in common])
+    rng = np.random.default_rng(seed)
+    boot = diffs[rng.integers(0, len(diffs), size=(n_boot, len(diffs)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return {
+        "mean": float(diffs.mean()),
+        "ci": [float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))],
+        "ci_level": level,
+        "n_prompts": len(common),
+        "frac_prompts_improved": float(np.mean(diffs > 0)),
+    }
+
+
 def summarize(
     report: Any,
     *,
     probe_accuracy: dict[str, float | None],
     config: dict[str, Any],
     timings: dict[str, float],
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The numbers a reader of the quickstart wants, from a :class:`~clinalign.scoring.CASReport`."""
     from clinalign.scoring import CASScores
@@ -67,6 +104,12 @@ def summarize(
             "craft_frac_below_tau_under_zero_shot": craft["frac_below_tau"] < zero["frac_below_tau"],
             "craft_frac_below_tau_under_lora": craft["frac_below_tau"] < lora["frac_below_tau"],
         }
+    paired: dict[str, Any] = {}
+    for method, baseline in (("lora", "zero_shot"), ("craft", "zero_shot"), ("craft", "lora")):
+        if method in report.runs and baseline in report.runs:
+            gain = paired_gain(report.runs[method], report.runs[baseline], n_boot=n_boot, seed=seed)
+            if gain is not None:
+                paired[f"{method}_vs_{baseline}"] = gain
     return {
         "tau": report.tau,
         "tau_quantile": report.real_tail.q,
@@ -78,6 +121,7 @@ def summarize(
         "methods": methods,
         "seeds": seeds,
         "per_class_cas": per_class,
+        "paired_cas_gain": paired,
         "checks": checks,
         "timings_seconds": timings,
         "config": config,
@@ -100,6 +144,13 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{cas:>16}{_fmt(m.get('frac_below_tau')):>8}{_fmt(m.get('p10')):>8}"
         )
     lines.append(f"τ = {summary['tau']:.4f} ({summary['tau_quantile']:.2f}-quantile of the real test images' CAS)")
+    for key, gain in summary.get("paired_cas_gain", {}).items():
+        method, baseline = key.split("_vs_")
+        lo, hi = gain["ci"]
+        lines.append(
+            f"CAS gain of {_LABELS.get(method, method)} over {_LABELS.get(baseline, baseline)} on the same "
+            f"{gain['n_prompts']} prompts: {gain['mean']:+.3f} ({gain['ci_level']:.0%} CI {lo:+.3f} to {hi:+.3f})"
+        )
     for check, passed in summary.get("checks", {}).items():
         lines.append(f"{check.replace('_', ' ')}: {'yes' if passed else 'NO'}")
     return "\n".join(lines)
@@ -225,6 +276,24 @@ def write_report(
             f"<li>{html.escape(k.replace('_', ' '))}: <b>{'yes' if v else 'no'}</b></li>" for k, v in checks.items()
         )
         verdict = f'<div class="{"ok" if ok else "bad"}"><ul>{items}</ul></div>'
+    gain_rows = []
+    for key, gain in summary.get("paired_cas_gain", {}).items():
+        method, baseline = key.split("_vs_")
+        gain_rows.append(
+            [
+                f"{_LABELS.get(method, method)} − {_LABELS.get(baseline, baseline)}",
+                str(gain["n_prompts"]),
+                f"{gain['mean']:+.3f}",
+                f"[{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]",
+                _fmt(gain["frac_prompts_improved"]),
+            ]
+        )
+    gain_table = (
+        "<h2>Paired CAS gains (same held-out prompts)</h2>"
+        + _table(gain_rows, ["comparison", "prompts", "mean CAS gain", "95% CI", "fraction of prompts improved"])
+        if gain_rows
+        else ""
+    )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in summary.get("notes", []) + summary.get("leakage", []))
     probe = summary.get("probe_accuracy_on_real_test", {})
     page = f"""<!doctype html>
@@ -247,6 +316,7 @@ which never trained the generator.
 evaluator {_fmt(probe.get("evaluator"))}.</p>
 {verdict}
 <h2>Methods</h2>{main_table}
+{gain_table}
 <h2>CAS per class</h2>{class_table}
 <h2>Real images and samples per class</h2>
 <figure><img src="{_png_data_uri(grid)}"><figcaption>Each row a class; blocks left to right:
