@@ -294,7 +294,16 @@ def test_ctrl_c_loses_only_in_flight_then_rerun_completes(tmp_path):
             "--no-progress",
         ]
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # a background job of a non-interactive shell (`make test &`) inherits SIGINT as *ignored*, and
+        # Python then never raises KeyboardInterrupt; give the child the default handler, as a terminal would
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         deadline = time.time() + 30
         while len(read_lines(out / "enriched.jsonl")) < 3 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
