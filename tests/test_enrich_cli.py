@@ -47,6 +47,27 @@ def _manifest(tmp_path: Path, labels: list[str]) -> Path:
     return path
 
 
+def _loopback_args(manifest: Path, url: str, out: Path, *extra: str) -> list[str]:
+    """``clinalign enrich`` on the generic preset against a loopback server, key from CLINALIGN_TEST_KEY."""
+    return [
+        "enrich",
+        "--dataset",
+        "generic",
+        "--manifest",
+        str(manifest),
+        "--model",
+        "m",
+        "--base-url",
+        url,
+        "--api-key-env",
+        "CLINALIGN_TEST_KEY",
+        *extra,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+
+
 def test_dry_run_shows_prompt_schema_and_request_without_sending(tmp_path, capsys):
     manifest = _manifest(tmp_path, ["melanoma", "nevus"])
     code, out, err = run(["enrich", "--dataset", "generic", "--manifest", str(manifest), "--dry-run"], capsys)
@@ -64,28 +85,9 @@ def test_enrich_generic_end_to_end_and_rerun(tmp_path, capsys):
     out = tmp_path / "out"
     preset = get_preset("generic").with_classes(["melanoma", "nevus"])
     with LoopbackServer(valid_reply_handler(preset)) as server:
-        args = [
-            "enrich",
-            "--dataset",
-            "generic",
-            "--manifest",
-            str(manifest),
-            "--model",
-            "m",
-            "--base-url",
-            server.url,
-            "--api-key-env",
-            "CLINALIGN_TEST_KEY",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--price-input",
-            "1",
-            "--price-output",
-            "2",
-            "--split",
-            "train",
-        ]
+        args = _loopback_args(
+            manifest, server.url, out, "--price-input", "1", "--price-output", "2", "--split", "train"
+        )
         code, stdout, err = run(args, capsys)
         assert code == 0, err
         rows = read_lines(out / "enriched.jsonl")
@@ -234,25 +236,7 @@ def test_enrich_uses_generated_checklists_file(tmp_path, capsys):
     preset = get_preset("generic").with_classes(["melanoma", "nevus"])
     with LoopbackServer(valid_reply_handler(preset)) as server:
         code, _, err = run(
-            [
-                "enrich",
-                "--dataset",
-                "generic",
-                "--manifest",
-                str(manifest),
-                "--model",
-                "m",
-                "--base-url",
-                server.url,
-                "--api-key-env",
-                "CLINALIGN_TEST_KEY",
-                "--checklists",
-                str(checklists),
-                "--out",
-                str(tmp_path / "out"),
-                "--no-progress",
-            ],
-            capsys,
+            _loopback_args(manifest, server.url, tmp_path / "out", "--checklists", str(checklists)), capsys
         )
     assert code == 0, err
     rows = {r["label"]: r for r in read_lines(tmp_path / "out" / "enriched.jsonl")}
@@ -272,27 +256,7 @@ def test_ctrl_c_loses_only_in_flight_then_rerun_completes(tmp_path):
     out = tmp_path / "out"
     preset = get_preset("generic").with_classes(["a", "b"])
     with LoopbackServer(valid_reply_handler(preset, latency=0.4)) as server:
-        args = [
-            sys.executable,
-            "-m",
-            "clinalign",
-            "enrich",
-            "--dataset",
-            "generic",
-            "--manifest",
-            str(manifest),
-            "--model",
-            "m",
-            "--base-url",
-            server.url,
-            "--api-key-env",
-            "CLINALIGN_TEST_KEY",
-            "--concurrency",
-            "2",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
+        args = [sys.executable, "-m", "clinalign", *_loopback_args(manifest, server.url, out, "--concurrency", "2")]
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
         # a background job of a non-interactive shell (`make test &`) inherits SIGINT as *ignored*, and
         # Python then never raises KeyboardInterrupt; give the child the default handler, as a terminal would

@@ -31,6 +31,24 @@ def stable_diffusion_scheduler(prediction_type: str = "epsilon"):
     )
 
 
+def stable_diffusion_pipeline(vae, text_encoder, tokenizer, unet, *, prediction_type: str = "epsilon"):
+    """A ``StableDiffusionPipeline`` from its components, with :func:`stable_diffusion_scheduler` and no
+    safety checker: how the tiny test pipelines and the toy base are assembled before ``save_pretrained``."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=stable_diffusion_scheduler(prediction_type),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+
+
 class DiffusionModel:
     """A Stable Diffusion 1.x/2.x model with frozen VAE, text encoder and UNet base weights.
 

@@ -32,10 +32,10 @@ def build_tiny_sd(
     8-16 px latents. The UNet has one cross-attention down/up block per entry of ``block_out_channels``
     (the last down block and first up block are attention-free, like SD).
     """
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from clinalign.diffusion.model import stable_diffusion_scheduler
+    from clinalign.diffusion.model import stable_diffusion_pipeline
 
     out = Path(out_dir)
     tmp_tok = out / "_tokenizer_build"
@@ -78,17 +78,7 @@ def build_tiny_sd(
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = stable_diffusion_scheduler(prediction_type)
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = stable_diffusion_pipeline(vae, text_encoder, tokenizer, unet, prediction_type=prediction_type)
     pipe.save_pretrained(out, safe_serialization=True)
     for child in tmp_tok.iterdir():
         child.unlink()

@@ -340,22 +340,9 @@ def train_base(images: torch.Tensor, labels: torch.Tensor, vae, tokenizer, cfg: 
 
 
 def save_base(out_dir: Path, vae, unet, text_encoder, tokenizer) -> None:
-    from diffusers import StableDiffusionPipeline
+    from clinalign.diffusion.model import stable_diffusion_pipeline
 
-    from clinalign.diffusion.model import stable_diffusion_scheduler
-
-    scheduler = stable_diffusion_scheduler("epsilon")
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
+    pipe = stable_diffusion_pipeline(vae, text_encoder, tokenizer, unet)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
