@@ -54,13 +54,13 @@ def paired_gain(
     common = sorted(set(method) & set(baseline))
     if not common:
         return None
+    from clinalign.scoring.functional import bootstrap_ci
+
     diffs = np.array([method[r] - baseline[r] for r in common])
-    rng = np.random.default_rng(seed)
-    boot = diffs[rng.integers(0, len(diffs), size=(n_boot, len(diffs)))].mean(axis=1)
-    alpha = (1 - level) / 2
+    ci = bootstrap_ci(lambda d: d.mean(axis=1), [diffs], n_boot=n_boot, seed=seed, level=level)
     return {
         "mean": float(diffs.mean()),
-        "ci": [float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))],
+        "ci": list(ci),
         "ci_level": level,
         "n_prompts": len(common),
         "frac_prompts_improved": float(np.mean(diffs > 0)),
