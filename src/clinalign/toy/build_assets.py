@@ -688,12 +688,6 @@ STAGES = ("base", "unet", "critics", "evaluate")
 def _load_vae(base_dir: Path):
     """The VAE of an earlier build, for the ``unet`` stage (which retrains only text encoder + UNet)."""
     from diffusers import AutoencoderKL
-
-    if not (base_dir / "vae").is_dir():
-        raise FileNotFoundError(
-            f"--stages unet retrains the UNet on the VAE of an earlier build, but {base_dir / 'vae'} does not "
-            "exist. Run the 'base' stage (VAE + UNet) first."
-        )
     from safetensors.torch import load_file
 
     # from_config + load_state_dict, not from_pretrained: that would record this folder's path in the
@@ -721,6 +715,12 @@ def build_assets(
     """
     cfg = config or BuildConfig()
     out = Path(out_dir)
+    if "unet" in stages and "base" not in stages and not (out / "base" / "vae").is_dir():
+        # checked before any data is generated: the unet stage reuses the VAE of an earlier build
+        raise FileNotFoundError(
+            f"--stages unet retrains the UNet on the VAE of an earlier build, but {out / 'base' / 'vae'} does not "
+            "exist. Run the 'base' stage (VAE + UNet) first."
+        )
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "build_info.json"
     info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}
