@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install dev quickstart test lint format bench clean
+.PHONY: install dev quickstart test lint docs wheel-check format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ lint: dev
 
 test: lint
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory docs wheel-check
+
+# The API reference and docs pages; --strict turns a broken reference or link into a failure.
+docs: dev
+	$(BIN)/python -m mkdocs build --strict --quiet --site-dir build/site
+
+# Build sdist + wheel, install the wheel into a throwaway --target and run `clinalign --help` and
+# `clinalign quickstart --fast` from a temporary folder with the checkout not importable (~2 min).
+wheel-check: dev
+	$(BIN)/python .ci/wheel_check.py
 
 format: dev
 	$(BIN)/ruff format src tests bench examples

@@ -14,6 +14,7 @@ from clinalign.critics.embed import embed_image_files
 from clinalign.data.records import Record
 from clinalign.errors import DataError
 from clinalign.probe import LinearProbe
+from clinalign.utils.io import atomic_write_bytes
 
 EMBEDDINGS_NAME = "embeddings.safetensors"
 
@@ -62,7 +63,7 @@ def split_for_validation(
 
 def _cached_embeddings(critic: Critic, records: Sequence[Record], cache: Path, **kwargs) -> torch.Tensor:
     """Embed records, reusing a cache file written for the same critic and the same record ids."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     ids = [r.id for r in records]
     if cache.is_file():
@@ -73,12 +74,8 @@ def _cached_embeddings(critic: Critic, records: Sequence[Record], cache: Path, *
         if meta.get("critic") == critic.name and meta.get("ids") == "\n".join(ids):
             return load_file(str(cache))["embeddings"]
     embeddings = embed_image_files(critic, [r.image for r in records], **kwargs)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp")
-    save_file(
-        {"embeddings": embeddings.contiguous()}, str(tmp), metadata={"critic": critic.name, "ids": "\n".join(ids)}
-    )
-    os.replace(tmp, cache)
+    data = save({"embeddings": embeddings.contiguous()}, metadata={"critic": critic.name, "ids": "\n".join(ids)})
+    atomic_write_bytes(cache, data)
     return embeddings
 
 

@@ -16,7 +16,7 @@ from clinalign import __version__
 from clinalign.errors import ClinAlignError
 
 # Modules under clinalign.cli that add commands; each defines ``register(app: typer.Typer)``.
-_COMMAND_MODULES: tuple[str, ...] = ("enrich", "probe", "quickstart", "score", "train")
+_COMMAND_MODULES: tuple[str, ...] = ("enrich", "export", "probe", "quickstart", "score", "train")
 
 TRACEBACK_ENV = "CLINALIGN_TRACEBACK"
 
@@ -28,7 +28,7 @@ app = typer.Typer(
         f"Errors caused by input exit with code 2; set {TRACEBACK_ENV}=1 to see a full traceback."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     # locals can hold API keys: never print them in tracebacks
     pretty_exceptions_show_locals=False,
 )
@@ -53,6 +53,38 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(f"clinalign.cli.{_name}").register(app)
 
 
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    """The ``ClickException`` classes usage errors can arrive as.
+
+    Recent typer versions bundle their own copy of click (``typer._click``) whose exceptions are not
+    ``click.ClickException``; older ones raise the real click's. Both are collected, so a usage error
+    is shown as a message (exit 2) whichever click parsed the command line.
+    """
+    types: list[type[BaseException]] = []
+    for module_name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls = getattr(module, "ClickException", None)
+        if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in types:
+            types.append(cls)
+    return tuple(types)
+
+
+def _exit_types(name: str) -> tuple[type[BaseException], ...]:
+    """typer's ``Exit``/``Abort`` plus the same-named classes of whichever click copies are installed."""
+    types: list[type[BaseException]] = [getattr(typer, name)]
+    for module_name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module_name), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, BaseException) and cls not in types:
+            types.append(cls)
+    return tuple(types)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning :class:`ClinAlignError` into exit code 2."""
     try:
@@ -67,18 +99,16 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
+    except _exit_types("Exit") as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    except _exit_types("Abort"):
         typer.echo("Aborted.", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except _click_exception_types() as exc:
+        # usage errors (unknown command/option, missing or invalid value) arrive here in
+        # non-standalone mode: usage line, help hint and one "Error: ..." line, exit 2
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))

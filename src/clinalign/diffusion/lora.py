@@ -6,8 +6,11 @@ asks for "add LoRA", "its parameters", "its state" and "save it".
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +22,8 @@ from clinalign.errors import ConfigError, ModelLoadError
 DEFAULT_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name, found by load_lora_weights
 ADAPTER_NAME = "default"
+# safetensors metadata keys clinalign adds to the LoRA file (values are strings; JSON for lists/dicts)
+PROVENANCE_PREFIX = "clinalign."
 
 
 @dataclass(frozen=True)
@@ -116,29 +121,112 @@ def save_lora_diffusers(
     directory: str | os.PathLike[str],
     *,
     is_main_process: bool = True,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the adapter as ``pytorch_lora_weights.safetensors`` in diffusers' LoRA format.
 
     The adapter config (rank, alpha, targets) is stored in the safetensors metadata, so
-    ``StableDiffusionPipeline.load_lora_weights(directory)`` rebuilds the same scaling.
+    ``StableDiffusionPipeline.load_lora_weights(directory)`` rebuilds the same scaling. The file also
+    carries its provenance under ``clinalign.*`` metadata keys (see :func:`lora_provenance`), so it
+    describes itself when copied away from its folder; :func:`read_lora_metadata` reads it back.
+
+    Args:
+        unet: the UNet holding the adapter.
+        directory: output folder (created).
+        is_main_process: only the main process writes.
+        provenance: what trained the adapter (base model, training critics, rewards, ...), as
+            accepted by :func:`lora_provenance`.
     """
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from clinalign.utils.io import atomic_write_bytes
 
     directory = Path(directory)
     state = convert_state_dict_to_diffusers(lora_state_dict(unet))
     metadata = _adapter_metadata(unet)
     if is_main_process:
         directory.mkdir(parents=True, exist_ok=True)
-        StableDiffusionPipeline.save_lora_weights(
-            save_directory=str(directory),
-            unet_lora_layers=state,
-            is_main_process=True,
-            weight_name=LORA_WEIGHT_NAME,
-            safe_serialization=True,
-            unet_lora_adapter_metadata=metadata,
-        )
+        # diffusers lays the file out (key prefixes, its adapter-metadata entry); clinalign then adds its
+        # provenance keys and renames the result into place atomically with the user's umask
+        with tempfile.TemporaryDirectory(prefix=".lora-", dir=directory) as staging:
+            StableDiffusionPipeline.save_lora_weights(
+                save_directory=staging,
+                unet_lora_layers=state,
+                is_main_process=True,
+                weight_name=LORA_WEIGHT_NAME,
+                safe_serialization=True,
+                unet_lora_adapter_metadata=metadata,
+            )
+            with safe_open(str(Path(staging) / LORA_WEIGHT_NAME), framework="pt") as handle:
+                file_metadata = dict(handle.metadata() or {})
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        file_metadata.update(lora_provenance(unet, provenance))
+        atomic_write_bytes(directory / LORA_WEIGHT_NAME, save(tensors, metadata=file_metadata))
     return directory
+
+
+def lora_provenance(unet: torch.nn.Module, provenance: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The ``clinalign.*`` safetensors metadata describing the adapter in ``unet`` and what trained it.
+
+    Always: ``clinalign.version``, ``clinalign.lora_rank``, ``clinalign.lora_alpha``,
+    ``clinalign.lora_target_modules``. From ``provenance`` (the trainer's metadata, e.g.
+    ``DraftKTrainer.metadata()``), when present: ``base_model``, ``training_critics`` (names and
+    weights fingerprints), ``rewards``, ``steps``, ``class_names``, ``trainer`` and the LoRA
+    ``targets``/``layers`` as configured. Values are strings; lists and dicts are JSON.
+    """
+    from clinalign import __version__
+
+    config = unet.peft_config[ADAPTER_NAME]
+    targets = config.target_modules
+    out: dict[str, Any] = {
+        "version": __version__,
+        "lora_rank": int(config.r),
+        "lora_alpha": float(config.lora_alpha),
+        "lora_target_modules": sorted(targets) if isinstance(targets, set | list | tuple) else str(targets),
+    }
+    meta = dict(provenance or {})
+    lora = meta.get("lora") or {}
+    critics = meta.get("training_critic_identities") or [{"name": n} for n in meta.get("training_critics") or []]
+    optional = {
+        "base_model": meta.get("base_model"),
+        "training_critics": critics or None,
+        "rewards": meta.get("rewards") or None,
+        "steps": meta.get("steps"),
+        "class_names": meta.get("class_names") or None,
+        "trainer": meta.get("_class_name"),
+        "lora_targets": lora.get("targets"),
+        "lora_layers": lora.get("layers"),
+    }
+    out.update({k: v for k, v in optional.items() if v is not None})
+    return {PROVENANCE_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in out.items()}
+
+
+def read_lora_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``clinalign.*`` provenance of a LoRA file (or of the weights file in a LoRA folder), decoded.
+
+    Keys lose their ``clinalign.`` prefix; JSON values are decoded (strings that are not JSON stay
+    strings). A file written by another tool gives ``{}``.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / LORA_WEIGHT_NAME
+    if not path.is_file():
+        raise ModelLoadError(f"LoRA weights not found: {path}. Pass a LoRA folder or its .safetensors file.")
+    with safe_open(str(path), framework="pt") as handle:
+        raw = handle.metadata() or {}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key.startswith(PROVENANCE_PREFIX):
+            try:
+                out[key[len(PROVENANCE_PREFIX) :]] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key[len(PROVENANCE_PREFIX) :]] = value
+    return out
 
 
 def _adapter_metadata(unet: torch.nn.Module) -> dict[str, Any]:

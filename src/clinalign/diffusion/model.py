@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +164,22 @@ class DiffusionModel:
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for _, p in lora_parameters(self.unet)]
 
-    def save_lora(self, directory: str | os.PathLike[str], *, is_main_process: bool = True) -> Path:
-        """Write the LoRA in diffusers format (``pipe.load_lora_weights(directory)`` loads it)."""
+    def save_lora(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        is_main_process: bool = True,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write the LoRA in diffusers format (``pipe.load_lora_weights(directory)`` loads it).
+
+        The weights file's metadata records this model as the base model plus ``provenance`` (e.g. a
+        trainer's ``metadata()``: training critics, rewards); see :func:`clinalign.diffusion.lora.lora_provenance`.
+        """
         if not self.has_lora:
             raise ConfigError("the model has no LoRA adapter to save; call add_lora() or train first.")
-        return save_lora_diffusers(self.unet, directory, is_main_process=is_main_process)
+        provenance = {"base_model": self.name_or_path, **(provenance or {})}
+        return save_lora_diffusers(self.unet, directory, is_main_process=is_main_process, provenance=provenance)
 
     def load_lora(self, directory: str | os.PathLike[str]) -> None:
         """Load a diffusers-format LoRA (a directory written by :meth:`save_lora`, or a hub id) for inference."""

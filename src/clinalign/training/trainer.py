@@ -768,13 +768,15 @@ class DraftKTrainer:
 
     def save_lora(self, directory: str | os.PathLike[str]) -> Path:
         """Write the LoRA in diffusers format plus ``clinalign_meta.json``. Every process must call this."""
+        from clinalign.training.model_card import write_model_card
         from clinalign.utils.io import write_json
 
         directory = Path(directory)
         main = self.accelerator.is_main_process
-        self.model.save_lora(directory, is_main_process=main)
+        self.model.save_lora(directory, is_main_process=main, provenance=self.metadata())
         if main:
             write_json(directory / META_NAME, self.metadata())
+            write_model_card(directory, self.metadata(), eval_history=self.eval_history)
         self.accelerator.wait_for_everyone()
         return directory
 

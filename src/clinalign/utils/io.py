@@ -2,6 +2,8 @@
 
 Everything clinalign writes goes through these, so an interrupted run never leaves a half-written
 file behind: content goes to a temporary file in the same directory and is renamed into place.
+The renamed file gets the permissions a plain ``open(path, "w")`` would give it (``0o666`` minus
+the user's umask), not the owner-only ``0o600`` of the temporary file.
 """
 
 from __future__ import annotations
@@ -10,11 +12,38 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from clinalign.errors import DataError
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without leaving it changed.
+
+    POSIX only offers read-by-setting, so the umask is set and restored under a lock (threads of
+    this process that write through these helpers never see the temporary value); Linux's
+    ``/proc/self/status`` is read first when it is available, which changes nothing.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode a newly created regular file gets: ``0o666`` minus the umask."""
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -28,6 +57,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | N
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
             handle.flush()
+            # mkstemp creates 0o600; give the file the mode open() would have, before it becomes visible
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), default_file_mode())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
