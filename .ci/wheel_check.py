@@ -29,20 +29,20 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+_PIP = (sys.executable, "-m", "pip")
 
 
 class CheckFailed(RuntimeError):
     """A step of the wheel check failed; the message says which and shows its output."""
 
 
-def run(
-    cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 900, umask: int = -1
-) -> str:
+def run(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 900, umask: int = -1) -> str:
     """Run ``cmd`` (under ``umask`` when >= 0); return its stdout, or raise :class:`CheckFailed` on failure."""
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, umask=umask)
     if proc.returncode != 0:
         raise CheckFailed(
-            f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         )
     return proc.stdout
 
@@ -67,8 +67,7 @@ def build_wheel(source: Path, out_dir: Path) -> Path:
     """Build the wheel of the project at ``source`` into ``out_dir`` (no dependencies, no isolation)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
-        + ["--wheel-dir", str(out_dir), str(source)],
+        [*_PIP, "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out_dir), str(source)],
         cwd=source,
     )
     (wheel,) = out_dir.glob("clinalign-*.whl")
@@ -103,10 +102,10 @@ def isolated_env(target: Path) -> dict[str, str]:
 
 
 def check_installed(wheel: Path, work: Path, *, quickstart: bool = True) -> None:
-    """Install ``wheel`` into ``work/target`` and run it from ``work/run``; raise :class:`CheckFailed` on any problem."""
+    """Install ``wheel`` into ``work/target`` and run it from ``work/run``; raise :class:`CheckFailed` on a problem."""
     target, cwd = work / "target", work / "run"
     cwd.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(target), str(wheel)], cwd=cwd)
+    run([*_PIP, "install", "--quiet", "--no-deps", "--no-index", "--target", str(target), str(wheel)], cwd=cwd)
     env = isolated_env(target)
 
     where = run([sys.executable, "-c", "import clinalign; print(clinalign.__file__)"], cwd=cwd, env=env).strip()
@@ -131,7 +130,8 @@ def check_installed(wheel: Path, work: Path, *, quickstart: bool = True) -> None
             if not (out / name).is_file():
                 raise CheckFailed(f"`clinalign quickstart --fast` finished without writing {out / name}.")
         files = [p for p in out.rglob("*") if p.is_file()]
-        wrong = [f"{p.relative_to(out)}: {oct(p.stat().st_mode & 0o777)}" for p in files if p.stat().st_mode & 0o777 != 0o640]
+        modes = {p: p.stat().st_mode & 0o777 for p in files}
+        wrong = [f"{p.relative_to(out)}: {oct(mode)}" for p, mode in modes.items() if mode != 0o640]
         if wrong:
             raise CheckFailed(f"under umask 027 these quickstart outputs are not mode 0o640: {wrong[:20]}")
         kinds = sorted({p.suffix for p in files})

@@ -41,8 +41,16 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (["export-lora"], "Error: Missing argument 'LORA_DIR'.", "Usage: clinalign export-lora [OPTIONS]"),
         (["export-lora", "lora"], "Error: Invalid value: nothing to do", "Usage: clinalign export-lora"),
     ],
-    ids=["unknown-command", "unknown-option", "missing-option", "bad-type", "out-of-range", "bad-choice",
-         "missing-argument", "flag-combination"],  # fmt: skip
+    ids=[
+        "unknown-command",
+        "unknown-option",
+        "missing-option",
+        "bad-type",
+        "out-of-range",
+        "bad-choice",
+        "missing-argument",
+        "flag-combination",
+    ],
 )
 def test_usage_error_exits_2_without_traceback(args, message, usage):
     proc = _run(*args)

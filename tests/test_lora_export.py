@@ -49,7 +49,7 @@ def _peft_deltas(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_lora_file_carries_provenance(saved_lora):
-    model, directory = saved_lora
+    _, directory = saved_lora
     meta = read_lora_metadata(directory)
     assert meta["base_model"] == str(tiny_sd_path())
     assert meta["lora_rank"] == 4 and meta["lora_alpha"] == 2.0
@@ -68,7 +68,7 @@ def test_lora_file_carries_provenance(saved_lora):
 
 
 def test_kohya_key_mapping_and_alpha(saved_lora, tmp_path):
-    model, directory = saved_lora
+    _, directory = saved_lora
     out = export_kohya(directory, tmp_path / "kohya.safetensors")
     tensors = load_file(str(out))
     source = load_file(str(directory / LORA_WEIGHT_NAME))

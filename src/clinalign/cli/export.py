@@ -37,7 +37,7 @@ class ExportDtype(str, enum.Enum):
 
 
 def export_lora(
-    lora_dir: Path = typer.Argument(..., metavar="LORA_DIR", help="LoRA folder written by `clinalign train` (or save_lora)."),
+    lora_dir: Path = typer.Argument(..., metavar="LORA_DIR", help="LoRA folder written by `clinalign train`."),
     fmt: ExportFormat | None = typer.Option(None, "--format", help="Write a copy in this format (needs --out)."),
     out: Path | None = typer.Option(None, "--out", help="Output file for --format (a .safetensors name)."),
     dtype: ExportDtype = typer.Option(ExportDtype.fp32, "--dtype", help="Weight dtype of the exported file."),

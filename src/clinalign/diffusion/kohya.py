@@ -115,7 +115,7 @@ def convert_to_kohya(
         down = out.get(f"{kohya_module_name(module)}.lora_down.weight")
         up = out.get(f"{kohya_module_name(module)}.lora_up.weight")
         if down is None or up is None:
-            raise DataError(f"module {module!r} has only one of its up/down matrices in the LoRA file; it is incomplete.")
+            raise DataError(f"module {module!r} has only one of its up/down matrices in the LoRA file (incomplete).")
         out[f"{kohya_module_name(module)}.alpha"] = torch.tensor(float(alpha), dtype=torch.float32)
     return out
 

@@ -19,7 +19,6 @@ from typing import IO, Any
 
 from clinalign.errors import DataError
 
-
 _UMASK_LOCK = threading.Lock()
 
 
@@ -30,11 +29,10 @@ def current_umask() -> int:
     this process that write through these helpers never see the temporary value); Linux's
     ``/proc/self/status`` is read first when it is available, which changes nothing.
     """
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     with _UMASK_LOCK:
         mask = os.umask(0o077)
         os.umask(mask)
