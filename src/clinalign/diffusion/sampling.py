@@ -64,7 +64,8 @@ def sample(
     Args:
         model: the diffusion model (with or without LoRA).
         prompt_embeds: conditional text embeddings [B,L,D] from :meth:`DiffusionModel.encode_prompts`.
-        height, width: image size in pixels (multiples of the VAE scale factor).
+        height: image height in pixels (a multiple of the VAE scale factor).
+        width: image width in pixels (a multiple of the VAE scale factor).
         num_inference_steps: T, the number of denoising steps.
         k: how many final steps keep gradients (0 = pure inference; ``k == T`` = full backprop).
         eta: DDIM stochasticity (0 deterministic DDIM, 1 DDPM-like ancestral sampling).

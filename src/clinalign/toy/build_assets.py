@@ -590,6 +590,11 @@ def critic_text_embeddings(critic_dir: Path, texts: Sequence[str]) -> torch.Tens
 
 def probe_accuracy(train_emb: torch.Tensor, train_y: torch.Tensor, test_emb: torch.Tensor, test_y: torch.Tensor):
     """Fit a logistic-regression probe on train embeddings; return (accuracy on test, fitted probe)."""
+    from clinalign.utils.deps import require
+
+    require(
+        "sklearn", package="scikit-learn", feature="Rebuilding the toy assets (critic probe check)", extra="toy-build"
+    )
     from sklearn.linear_model import LogisticRegression
 
     probe = LogisticRegression(max_iter=2000, C=10.0)

@@ -234,6 +234,10 @@ class DraftKTrainer:
         self.output_dir = Path(cfg.output_dir)
         if accelerator is None:
             _allow_new_precision(cfg.mixed_precision)
+            if cfg.log_with == "wandb":  # accelerate would only warn and log nothing
+                from clinalign.utils.deps import require
+
+                require("wandb", feature="log_with: wandb", extra="wandb")
         self.accelerator = accelerator or Accelerator(
             mixed_precision=cfg.mixed_precision,
             log_with=None if cfg.log_with == "none" else cfg.log_with,
