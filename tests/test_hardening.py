@@ -183,13 +183,13 @@ def test_output_path_that_is_a_file_exits_2_before_any_model_loads(tmp_path, cap
     prompts.write_text("a prompt\n")
     config = tmp_path / "train.yaml"
     config.write_text(f"model: /no/such/model\ntrain_data: {manifest}\noutput_dir: {taken}\n")
+    score_cas = ["score-cas", "--generated", "g", "--real", str(manifest), "--evaluator", "e", "--probe", "p"]
+    score_cas += ["--out", str(taken)]
     commands = {
         "enrich": _enrich_args(manifest, "http://127.0.0.1:9/v1", taken),
         "checklists": ["checklists", "--dataset", "chexpert", "--out", str(taken)],
-        "probe train": ["probe", "train", "--critic", "/no/critic", "--manifest", str(manifest), "--split", ""]
-        + ["--out", str(taken)],
-        "score-cas": ["score-cas", "--generated", str(tmp_path), "--real", str(manifest), "--evaluator", "/no/e"]
-        + ["--probe", "/no/p", "--out", str(taken)],
+        "probe train": ["probe", "train", "--critic", "/no/critic", "--manifest", str(manifest), "--out", str(taken)],
+        "score-cas": score_cas,
         "quickstart": ["quickstart", "--out", str(taken)],
         "generate": ["generate", "--model", "/no/such/model", "--prompts", str(prompts), "--out", str(taken)],
         "train": ["train", "--config", str(config)],

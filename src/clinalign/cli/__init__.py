@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
         import click
 
-        if isinstance(exc, click.ClickException):
+        # typer >= 0.20 raises usage errors from its bundled click copy (a TyperException with show())
+        if isinstance(exc, click.ClickException) or (isinstance(exc, typer.TyperException) and hasattr(exc, "show")):
             exc.show()
             sys.exit(exc.exit_code)
         raise
