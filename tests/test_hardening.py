@@ -435,3 +435,23 @@ def test_flags_are_consistent_and_choices_are_listed(command, expected, capsys, 
     assert code == 0
     for text in expected:
         assert text in out, (command, text)
+
+
+def test_output_lock_library_api(tmp_path, monkeypatch):
+    from clinalign.errors import ClinAlignError
+    from clinalign.utils.outdir import OutputLock, OutputLockedError, claim_output_dir
+
+    with OutputLock(tmp_path / "run", command="train") as lock:
+        assert lock.held and json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"] == os.getpid()
+        with pytest.raises(OutputLockedError, match=r"in use by `clinalign train` \(pid"):
+            OutputLock(tmp_path / "run", command="generate").acquire()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+    OutputLock(tmp_path / "run", command="generate").acquire().release()  # free again
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ClinAlignError, match="cannot create the output folder"):
+        OutputLock(tmp_path / "file" / "run", command="train").acquire()
+    # --overwrite never empties the working directory (or a parent of it)
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(ClinAlignError, match="current folder"):
+        claim_output_dir(tmp_path, command="train", overwrite=True)
+    assert (tmp_path / "file").is_file() and not (tmp_path / LOCK_NAME).exists()

@@ -22,6 +22,14 @@ class ResponseFormat(str, Enum):
     text = "text"
 
 
+class UncertainPolicy(str, Enum):
+    """How CheXpert's uncertain (-1) labels are read."""
+
+    exclude = "exclude"
+    positive = "positive"
+    negative = "negative"
+
+
 class MaxTokensParam(str, Enum):
     """The request field that carries the completion token limit."""
 
@@ -175,7 +183,7 @@ def register(app: typer.Typer) -> None:
         image_dir: Path | None = typer.Option(
             None, help="Image folder if not under --data-root (fitzpatrick17k, origa)."
         ),
-        uncertain: str | None = typer.Option(None, help="CheXpert -1 labels: exclude (default), positive, negative."),
+        uncertain: UncertainPolicy | None = typer.Option(None, help="CheXpert -1 labels (default: exclude)."),
         top_conditions: int | None = typer.Option(None, help="Fitzpatrick17k: keep the N most frequent conditions."),
         magnification: str | None = typer.Option(None, help="BreakHis magnification (default 100X)."),
         split: str | None = typer.Option(None, help="Enrich only records of this split (e.g. train)."),
@@ -260,7 +268,7 @@ def register(app: typer.Typer) -> None:
         )
         flags = {
             "csv": csv,
-            "uncertain": uncertain,
+            "uncertain": None if uncertain is None else uncertain.value,
             "top_conditions": top_conditions,
             "image_dir": image_dir,
             "magnification": magnification,

@@ -96,32 +96,16 @@ class OutputLock:
 
     def acquire(self) -> OutputLock:
         """Take the lock or raise :class:`OutputLockedError` naming the holder."""
-        import fcntl
-
         if self._fd is not None:
             return self
-        self.directory.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = LockHolder.from_text(_read_fd(fd))
-                os.close(fd)
-                raise OutputLockedError(
-                    f"{self.directory} is in use by {holder.describe()}. Wait for it to finish, stop it, or "
-                    "choose another output folder; two runs writing one folder would mix or overwrite each "
-                    "other's files."
-                ) from None
-            # the releasing run unlinks the file: if we locked an unlinked inode, start over on the new file
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            break
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = self._open_locked()
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.directory}: cannot create the output folder or its lock file ({exc.strerror or exc}). "
+                "Check the path and its permissions."
+            ) from None
         previous = _read_fd(fd).strip()
         if previous:
             holder = LockHolder.from_text(previous)
@@ -143,10 +127,46 @@ class OutputLock:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record, sort_keys=True) + "\n").encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
         os.fsync(fd)
         self._fd = fd
         return self
+
+    def _locked_message(self, holder: LockHolder) -> str:
+        return (
+            f"{self.directory} is in use by {holder.describe()}. Wait for it to finish, stop it, or choose another "
+            "output folder; two runs writing one folder would mix or overwrite each other's files."
+        )
+
+    def _open_locked(self) -> int:
+        """A descriptor of the lock file holding an exclusive flock (or, without fcntl, created exclusively)."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): the file's existence is the lock
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = LockHolder.from_text(self.path.read_text(encoding="utf-8", errors="replace"))
+                raise OutputLockedError(
+                    self._locked_message(holder) + f" If that run is no longer running, delete {self.path}."
+                ) from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = LockHolder.from_text(_read_fd(fd))
+                os.close(fd)
+                raise OutputLockedError(self._locked_message(holder)) from None
+            # the releasing run unlinks the file: if we locked an unlinked inode, start over on the new file
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
 
     def release(self) -> None:
         """Remove the lock file and drop the lock (idempotent)."""
@@ -165,14 +185,10 @@ class OutputLock:
 
 
 def _read_fd(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
-    offset = 0
-    while True:
-        chunk = os.pread(fd, 65536, offset)
-        if not chunk:
-            break
+    while chunk := os.read(fd, 65536):
         chunks.append(chunk)
-        offset += len(chunk)
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
@@ -187,11 +203,27 @@ def check_output_path(path: str | os.PathLike[str], *, option: str = "--out") ->
 
 
 def existing_entries(directory: str | os.PathLike[str]) -> list[str]:
-    """Names in ``directory`` other than the lock file (sorted; empty when it does not exist)."""
+    """Names in ``directory`` other than the lock file and leftover atomic-write temporaries (sorted)."""
     folder = Path(directory)
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME)
+    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME and not _is_temporary(p.name))
+
+
+def _is_temporary(name: str) -> bool:
+    # what an interrupted atomic write leaves behind (".<name>.<random>.tmp"); never a result
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _check_safe_to_clear(directory: Path) -> None:
+    """--overwrite empties a run's folder; never the working directory, a parent of it, or the home folder."""
+    target = directory.resolve()
+    cwd = Path.cwd().resolve()
+    if target == Path.home().resolve() or target == cwd or target in cwd.parents:
+        raise ConfigError(
+            f"--overwrite would empty {target}, which is the current folder, one of its parents or the home "
+            "folder. Give the run its own output folder."
+        )
 
 
 def clear_output_dir(directory: str | os.PathLike[str]) -> None:
@@ -228,6 +260,7 @@ def claim_output_dir(
     try:
         entries = existing_entries(out)
         if entries and overwrite:
+            _check_safe_to_clear(out)
             clear_output_dir(out)
             print(f"--overwrite: emptied {out} ({len(entries)} entries).", file=sys.stderr)
         elif entries and not resume:
