@@ -254,16 +254,25 @@ class LinearProbe(nn.Module):
         ``embed_dim`` checks the probe belongs to that critic's space and raises
         :class:`ConfigError` when it does not.
         """
-        from safetensors.torch import load_file
+        from clinalign.utils.weights import PICKLE_SUFFIXES, PickleWeightsError, convert_hint, load_safetensors
 
         folder = Path(directory)
         config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if folder.is_dir() and not weights_path.is_file():
+            pickled = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+            if pickled:
+                raise PickleWeightsError(
+                    f"{folder}: the probe weights are pickle files ({', '.join(pickled)}), not {WEIGHTS_NAME}. "
+                    f"{convert_hint('probe')}"
+                )
         if not config_path.is_file() or not weights_path.is_file():
             raise DataError(
                 f"{folder}: not a probe directory (expected {CONFIG_NAME} and {WEIGHTS_NAME}). "
                 "Create one with `clinalign probe train` or LinearProbe.save()."
             )
         config = read_json(config_path)
+        if not isinstance(config, dict):
+            raise DataError(f"{config_path}: expected a JSON object with {list(_REQUIRED_KEYS)}.")
         missing = [k for k in _REQUIRED_KEYS if k not in config]
         if missing:
             raise DataError(f"{config_path}: missing required keys {missing}.")
@@ -274,9 +283,15 @@ class LinearProbe(nn.Module):
                 "Upgrade clinalign to use them.",
                 stacklevel=2,
             )
-        if embed_dim is not None and int(config["embed_dim"]) != int(embed_dim):
+        dim, names = _checked_shape(config, config_path, weights_path)
+        if critic is not None and int(critic.embed_dim) != dim:
             raise ConfigError(
-                f"{folder}: the probe expects {config['embed_dim']}-d embeddings but the critic gives {embed_dim}-d. "
+                f"{folder}: the probe expects {dim}-d embeddings but critic '{critic.name}' gives "
+                f"{critic.embed_dim}-d. Train a probe for it with `clinalign probe train --critic ...`."
+            )
+        if embed_dim is not None and dim != int(embed_dim):
+            raise ConfigError(
+                f"{folder}: the probe expects {dim}-d embeddings but the critic gives {embed_dim}-d. "
                 "Train a probe for this critic with `clinalign probe train --critic ...`."
             )
         saved_critic = config.get("critic_name")
@@ -286,14 +301,15 @@ class LinearProbe(nn.Module):
                 "A probe only works in its own critic's space; train one for this critic with "
                 "`clinalign probe train --critic ...`."
             )
+        # sizes are checked against the weights file's header above: nothing is allocated from the JSON alone
         probe = cls(
-            int(config["embed_dim"]),
-            config["class_names"],
+            dim,
+            names,
             critic_name=saved_critic,
             critic_fingerprint=config.get("critic_fingerprint"),
             metrics=config.get("metrics") or {},
         )
-        state = load_file(str(weights_path), device=str(map_location))
+        state = load_safetensors(weights_path, what="probe", device=str(map_location))
         try:
             probe.load_state_dict(state)
         except RuntimeError as exc:
@@ -308,3 +324,23 @@ class LinearProbe(nn.Module):
 
     def extra_repr(self) -> str:
         return f"classes={self.class_names}, critic={self.critic_name!r}"
+
+
+def _checked_shape(config: dict[str, Any], config_path: Path, weights_path: Path) -> tuple[int, list[str]]:
+    """``embed_dim`` and class names from the config, checked against the weights header (no tensor is read)."""
+    from clinalign.utils.weights import safetensors_shapes
+
+    names = config["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+        raise DataError(f"{config_path}: class_names must be a list of class names, got {type(names).__name__}.")
+    raw_dim = config["embed_dim"]
+    if isinstance(raw_dim, bool) or not isinstance(raw_dim, int) or raw_dim < 1:
+        raise DataError(f"{config_path}: embed_dim must be a positive integer, got {raw_dim!r}.")
+    shapes = safetensors_shapes(weights_path, what="probe")
+    expected = {"linear.weight": [len(names), raw_dim], "linear.bias": [len(names)]}
+    if shapes != expected:
+        raise DataError(
+            f"{weights_path}: holds tensors {shapes}, but {config_path} (embed_dim {raw_dim}, {len(names)} classes) "
+            f"needs {expected}. The two files do not belong together; save the probe again with LinearProbe.save()."
+        )
+    return raw_dim, [str(n) for n in names]

@@ -63,16 +63,23 @@ def split_for_validation(
 
 def _cached_embeddings(critic: Critic, records: Sequence[Record], cache: Path, **kwargs) -> torch.Tensor:
     """Embed records, reusing a cache file written for the same critic and the same record ids."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save
 
     ids = [r.id for r in records]
     if cache.is_file():
         from safetensors import safe_open
 
-        with safe_open(str(cache), framework="pt") as handle:
-            meta = handle.metadata() or {}
-        if meta.get("critic") == critic.name and meta.get("ids") == "\n".join(ids):
-            return load_file(str(cache))["embeddings"]
+        try:
+            with safe_open(str(cache), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                names = set(handle.keys())
+                shape = handle.get_slice("embeddings").get_shape() if "embeddings" in names else None
+            same_run = meta.get("critic") == critic.name and meta.get("ids") == "\n".join(ids)
+            if same_run and shape == [len(ids), critic.embed_dim]:
+                return load_file(str(cache))["embeddings"]
+        except (SafetensorError, OSError, ValueError):
+            pass  # a damaged cache is recomputed, never trusted
     embeddings = embed_image_files(critic, [r.image for r in records], **kwargs)
     data = save({"embeddings": embeddings.contiguous()}, metadata={"critic": critic.name, "ids": "\n".join(ids)})
     atomic_write_bytes(cache, data)

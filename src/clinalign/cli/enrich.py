@@ -4,12 +4,48 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from clinalign.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from clinalign.errors import ConfigError, DataError
+
+
+class ResponseFormat(str, Enum):
+    """How the reply's JSON is requested from the endpoint."""
+
+    json_schema = "json_schema"
+    json_object = "json_object"
+    text = "text"
+
+
+class UncertainPolicy(str, Enum):
+    """How CheXpert's uncertain (-1) labels are read."""
+
+    exclude = "exclude"
+    positive = "positive"
+    negative = "negative"
+
+
+class MaxTokensParam(str, Enum):
+    """The request field that carries the completion token limit."""
+
+    max_tokens = "max_tokens"
+    max_completion_tokens = "max_completion_tokens"
+
+
+# Files an enrichment run writes: a folder holding any of them is an earlier run of enrich (a rerun resumes it).
+_ENRICH_FILES = ("enriched.jsonl", "failures.jsonl", "enrich_config.json", "preset.yaml")
+_CHECKLIST_FILES = ("checklists.json", "checklists.yaml")
+# EnrichConfig fields whose flag is spelled differently (for error messages)
+_CONFIG_FLAGS = {
+    "request_timeout": "--timeout",
+    "price_input_per_mtok": "--price-input",
+    "price_output_per_mtok": "--price-output",
+}
 
 # Dataset-specific flags: which datasets each applies to (checked so a misplaced flag is not silently ignored).
 _DATASET_FLAGS: dict[str, tuple[str, ...]] = {
@@ -19,6 +55,7 @@ _DATASET_FLAGS: dict[str, tuple[str, ...]] = {
     "image_dir": ("fitzpatrick17k", "origa"),
     "magnification": ("breakhis",),
     "manifest": ("generic",),
+    "encoding": ("chexpert", "fitzpatrick17k", "origa", "generic"),
 }
 _LOADER_KWARG = {"csv": "csv_path"}
 
@@ -130,7 +167,9 @@ def _config(**values: Any):
     try:
         return EnrichConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        from clinalign.utils.validation import validation_problems
+
+        problems = validation_problems(exc, as_flags=True, flags=_CONFIG_FLAGS).rstrip(".")
         raise ConfigError(f"invalid enrichment options: {problems}.") from None
 
 
@@ -144,7 +183,7 @@ def register(app: typer.Typer) -> None:
         image_dir: Path | None = typer.Option(
             None, help="Image folder if not under --data-root (fitzpatrick17k, origa)."
         ),
-        uncertain: str | None = typer.Option(None, help="CheXpert -1 labels: exclude (default), positive, negative."),
+        uncertain: UncertainPolicy | None = typer.Option(None, help="CheXpert -1 labels (default: exclude)."),
         top_conditions: int | None = typer.Option(None, help="Fitzpatrick17k: keep the N most frequent conditions."),
         magnification: str | None = typer.Option(None, help="BreakHis magnification (default 100X)."),
         split: str | None = typer.Option(None, help="Enrich only records of this split (e.g. train)."),
@@ -161,13 +200,22 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(60.0, help="Seconds per request."),
         max_retries: int = typer.Option(5, help="Retries on 429/5xx/timeouts."),
         max_repairs: int = typer.Option(2, help="Repair turns after an invalid reply."),
-        response_format: str = typer.Option("json_schema", help="json_schema, json_object or text."),
+        response_format: ResponseFormat = typer.Option(
+            ResponseFormat.json_schema, help="How the JSON reply is requested."
+        ),
         max_tokens: int = typer.Option(800, help="Completion token limit per request."),
-        max_tokens_param: str = typer.Option(
-            "max_tokens", help="Send the limit as max_tokens or max_completion_tokens (newer OpenAI models)."
+        max_tokens_param: MaxTokensParam = typer.Option(
+            MaxTokensParam.max_tokens,
+            help="The request field of the limit (newer OpenAI models: max_completion_tokens).",
         ),
         temperature: float = typer.Option(0.2, help="Sampling temperature."),
         max_image_side: int = typer.Option(768, help="Downscale images to this longer side."),
+        max_image_pixels: int = typer.Option(
+            DEFAULT_MAX_IMAGE_PIXELS,
+            help="Images with more pixels fail as image_unreadable without being decoded (decompression bombs); "
+            "0: no limit.",
+        ),
+        encoding: str | None = typer.Option(None, help="Text encoding of the manifest/CSV (default utf-8)."),
         limit: int | None = typer.Option(None, help="Enrich at most N records."),
         tokenizer: str | None = typer.Option(None, help="Tokenizer for exact t_ep token counts (default CLIP BPE)."),
         price_input: float | None = typer.Option(None, help="USD per 1M prompt tokens (cost estimate)."),
@@ -175,17 +223,25 @@ def register(app: typer.Typer) -> None:
         retry_failures: bool = typer.Option(True, help="On a rerun, retry records in failures.jsonl."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
         out: Path | None = typer.Option(None, help="Output folder (enriched.jsonl, failures.jsonl, config)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Empty --out first (a rerun into an enrichment folder resumes without it)."
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show prompt, schema and first request; send nothing."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log retries and repair turns."),
     ) -> None:
+        from clinalign.cli._output import claim, pixel_limit
         from clinalign.enrich import dry_run as make_dry_run
         from clinalign.enrich import enrich, get_preset
         from clinalign.enrich.checklists import load_checklists_file
         from clinalign.enrich.presets import available_presets
+        from clinalign.utils.outdir import check_output_path, existing_entries
 
         _setup_logging(verbose)
         if not dry_run and (model is None or out is None):
             raise ConfigError("--model and --out are required (or pass --dry-run to only inspect the request).")
+        if out is not None:
+            check_output_path(out)
+        pixel_limit(max_image_pixels)
         if dataset == "generic" and manifest is None:
             raise ConfigError("--dataset generic needs --manifest FILE (a CSV or JSONL with image and label columns).")
         preset_name = preset or (dataset if dataset in available_presets() else "generic")
@@ -198,9 +254,9 @@ def register(app: typer.Typer) -> None:
             request_timeout=timeout,
             max_retries=max_retries,
             max_repairs=max_repairs,
-            response_format=response_format,
+            response_format=response_format.value,
             max_tokens=max_tokens,
-            max_tokens_param=max_tokens_param,
+            max_tokens_param=max_tokens_param.value,
             temperature=temperature,
             max_image_side=max_image_side,
             limit=limit,
@@ -212,17 +268,23 @@ def register(app: typer.Typer) -> None:
         )
         flags = {
             "csv": csv,
-            "uncertain": uncertain,
+            "uncertain": None if uncertain is None else uncertain.value,
             "top_conditions": top_conditions,
             "image_dir": image_dir,
             "magnification": magnification,
             "manifest": manifest,
+            "encoding": encoding,
         }
         records = _load_records(dataset, data_root, flags, split, split_fractions, seed)
         if dry_run:
             typer.echo(make_dry_run(records, chosen, config))
             return
         extra = load_checklists_file(checklists) if checklists is not None else None
+        if out is None:  # pragma: no cover - checked above; keeps the type checker informed
+            raise ConfigError("--out is required.")
+        # enrichment resumes by design: a folder holding an earlier enrichment is continued, anything else refused
+        own = any(name in _ENRICH_FILES for name in existing_entries(out))
+        claim(out, command="enrich", overwrite=overwrite, resume=own)
         try:
             result = enrich(records, chosen, config, out, checklists=extra)  # type: ignore[arg-type]
         except KeyboardInterrupt:
@@ -230,7 +292,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"Interrupted: finished records are saved in {out}; rerun the same command to resume.", err=True)
             sys.exit(130)
         typer.echo(result.summary_table())
-        typer.echo(f"Wrote {result.enriched_path}" + (f" and {result.failures_path}" if result.failed else "") + ".")
+        written = [p for p in (result.enriched_path, result.failures_path) if p.is_file() and p.stat().st_size]
+        if written:
+            typer.echo("Wrote " + " and ".join(str(p) for p in written) + ".")
+        else:
+            typer.echo(f"Nothing was written to {out}.")
 
     @app.command("checklists", help=CHECKLISTS_HELP)
     def checklists_command(
@@ -241,18 +307,27 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, help="Model name (with --generate)."),
         base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (with --generate)."),
         api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key."),
-        response_format: str = typer.Option("json_schema", help="json_schema, json_object or text."),
+        response_format: ResponseFormat = typer.Option(
+            ResponseFormat.json_schema, help="How the JSON reply is requested (with --generate)."
+        ),
         concurrency: int = typer.Option(4, help="Requests in flight (with --generate)."),
         timeout: float = typer.Option(60.0, help="Seconds per request."),
         max_repairs: int = typer.Option(2, help="Repair turns after an invalid reply."),
         out: Path | None = typer.Option(None, help="Write checklists.json and checklists.yaml here."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Empty --out first."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log retries and repair turns."),
     ) -> None:
+        from clinalign.cli._output import claim
         from clinalign.enrich import builtin_checklists, generate_checklists, get_preset
+        from clinalign.utils.outdir import existing_entries
 
         _setup_logging(verbose)
         if (dataset is None) == (preset is None):
             raise ConfigError("pass exactly one of --dataset NAME or --preset NAME_OR_YAML.")
+        if out is not None:
+            # rewriting its own two files is what a rerun is for; a folder with anything else is refused
+            own = set(existing_entries(out)) <= set(_CHECKLIST_FILES)
+            claim(out, command="checklists", overwrite=overwrite, resume=own)
         chosen = get_preset(preset or dataset)  # type: ignore[arg-type]
         if generate:
             if model is None:
@@ -261,7 +336,7 @@ def register(app: typer.Typer) -> None:
                 model=model,
                 base_url=base_url,
                 api_key_env=api_key_env,
-                response_format=response_format,
+                response_format=response_format.value,
                 concurrency=concurrency,
                 request_timeout=timeout,
                 max_repairs=max_repairs,

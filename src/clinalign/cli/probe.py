@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from clinalign.cli._choices import Dtype
+from clinalign.data.images import DEFAULT_MAX_IMAGE_PIXELS
+
 probe_app = typer.Typer(help="Linear probes on frozen critic embeddings (the DD reward and CAS's DD).")
 
 
@@ -26,7 +29,18 @@ def train(
     embed_batch_size: int = typer.Option(32, help="Images per critic forward pass."),
     seed: int = typer.Option(0, help="Seed for the split and the probe."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when available)."),
-    dtype: str = typer.Option("fp32", help="Critic weights dtype: fp32, bf16, fp16."),
+    dtype: Dtype = typer.Option(Dtype.fp32, help="Critic weights dtype."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Empty --out first (a folder holding a finished probe is refused without it)."
+    ),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Let a trusted *local* critic load pickle weights (.bin); never hub ids."
+    ),
+    max_image_pixels: int = typer.Option(
+        DEFAULT_MAX_IMAGE_PIXELS, help="Refuse images with more pixels (decompression bombs); 0: no limit."
+    ),
+    encoding: str = typer.Option("utf-8", help="Text encoding of the manifest."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Embed real labelled images with a critic and fit its DD probe.
 
@@ -34,19 +48,26 @@ def train(
 
         clinalign probe train --critic google/medsiglip-448 --manifest train.csv --out probes/medsiglip
     """
+    from clinalign.cli._output import claim, pixel_limit
     from clinalign.critics import load_critic
     from clinalign.data.manifest import read_manifest
     from clinalign.errors import ConfigError
     from clinalign.probe_training import split_for_validation, train_probe
+    from clinalign.utils.outdir import check_output_path, existing_entries
 
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
-    train_records = read_manifest(manifest, image_root=image_root, split=split or None)
+    check_output_path(out)
+    pixel_limit(max_image_pixels)
+    train_records = read_manifest(manifest, image_root=image_root, split=split or None, encoding=encoding)
     if val_split:
-        val_records = read_manifest(manifest, image_root=image_root, split=val_split)
+        val_records = read_manifest(manifest, image_root=image_root, split=val_split, encoding=encoding)
     else:
         train_records, val_records = split_for_validation(train_records, val_fraction=val_fraction, seed=seed)
-    model = load_critic(critic, device=device, dtype=dtype)
+    # an interrupted run left only its embedding cache: continuing reuses it; a finished probe is not overwritten
+    interrupted = set(existing_entries(out)) <= {"cache"}
+    claim(out, command="probe train", overwrite=overwrite, resume=interrupted)
+    model = load_critic(critic, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
     result = train_probe(
         model,
         train_records,
@@ -57,6 +78,7 @@ def train(
         batch_size=batch_size,
         embed_batch_size=embed_batch_size,
         seed=seed,
+        progress=progress,
     )
     val = f"{result.val_accuracy:.3f} on {result.n_val} images" if result.val_accuracy is not None else "n/a"
     typer.echo(f"critic:         {model.name}")

@@ -13,6 +13,9 @@ def quickstart(
     seed: int = typer.Option(0, help="Seed of the data, generation and the first CRAFT run."),
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Empty --out first and start over (a rerun otherwise resumes)."
+    ),
 ) -> None:
     """Generate ToyDerm, enrich it, fit probes, train the LoRA baseline and CRAFT, score CAS, write a report.
 
@@ -21,6 +24,13 @@ def quickstart(
         clinalign quickstart --out runs/quickstart          # full run: 2 CRAFT seeds
         clinalign quickstart --fast --out runs/qs_fast      # the quick version the tests run
     """
+    from clinalign.cli._output import claim
+    from clinalign.utils.outdir import check_output_path, existing_entries
+
+    check_output_path(out)
+    # a quickstart folder resumes (finished steps are skipped); a folder holding anything else is refused
+    claim(out, command="quickstart", overwrite=overwrite, resume="quickstart_config.json" in existing_entries(out))
+
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from clinalign.cli._choices import DDMode, Dtype
+from clinalign.data.images import DEFAULT_MAX_IMAGE_PIXELS
+
 
 def _parse_methods(generated: list[str], method: list[str]) -> dict[str, list[str]]:
     from clinalign.errors import ConfigError
@@ -42,7 +45,9 @@ def score_cas(
     probe: Path = typer.Option(..., "--probe", help="Probe directory trained on the evaluator's embeddings."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     checklists: Path | None = typer.Option(None, "--checklists", help="JSON/YAML: class name -> checklist t_c."),
-    dd_mode: str = typer.Option("accuracy", "--dd-mode", help="accuracy (1/0 probe correct) or probability."),
+    dd_mode: DDMode = typer.Option(
+        DDMode.accuracy, "--dd-mode", help="Per-image DD: accuracy (1/0 probe correct) or probability."
+    ),
     tau_quantile: float = typer.Option(0.25, "--tau-quantile", help="τ = this quantile of the real CAS."),
     real_split: str | None = typer.Option(None, "--real-split", help="Only use real rows with this split."),
     image_root: Path | None = typer.Option(None, "--image-root", help="Folder relative real image paths use."),
@@ -51,11 +56,19 @@ def score_cas(
     batch_size: int = typer.Option(32, "--batch-size", help="Images per evaluator forward pass."),
     n_lowest: int = typer.Option(8, "--n-lowest", help="Lowest-CAS images per method in lowest_cas.png (0: none)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda when available)."),
-    dtype: str = typer.Option("fp32", "--dtype", help="Evaluator weights dtype: fp32, bf16, fp16."),
+    dtype: Dtype = typer.Option(Dtype.fp32, "--dtype", help="Evaluator weights dtype."),
     cache: bool = typer.Option(
         True, "--cache/--no-cache", help="Reuse image embeddings in OUT/cache from an earlier (interrupted) run."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Empty --out first (a folder holding finished scores is refused without it)."
+    ),
+    max_image_pixels: int = typer.Option(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "--max-image-pixels",
+        help="Refuse images with more pixels (decompression bombs); 0: no limit.",
+    ),
 ) -> None:
     """Score generated images with CAS in an evaluator's space; write per_image.csv, summary.json,
     tables.md and ecdf.png.
@@ -73,9 +86,11 @@ def score_cas(
 
     from pydantic import ValidationError
 
+    from clinalign.cli._output import claim, pixel_limit
     from clinalign.errors import ConfigError
-    from clinalign.scoring.report import ScoreCASConfig, evaluate_cas
+    from clinalign.scoring.report import CONFIG_NAME, ScoreCASConfig, evaluate_cas
     from clinalign.scoring.sets import EvaluationLeakageWarning
+    from clinalign.utils.outdir import check_output_path, existing_entries
 
     try:
         config = ScoreCASConfig(
@@ -87,9 +102,9 @@ def score_cas(
             evaluator=evaluator,
             probe=str(probe),
             device=device,
-            dtype=dtype,
+            dtype=dtype.value,
             batch_size=batch_size,
-            dd_mode=dd_mode,  # type: ignore[arg-type]
+            dd_mode=dd_mode.value,  # type: ignore[arg-type]
             tau_quantile=tau_quantile,
             n_boot=n_boot,
             seed=seed,
@@ -98,10 +113,15 @@ def score_cas(
             out=str(out),
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors()
-        )
+        from clinalign.utils.validation import validation_problems
+
+        problems = validation_problems(exc, as_flags=True).rstrip(".")
         raise ConfigError(f"invalid score-cas options: {problems}.") from None
+    check_output_path(out)
+    pixel_limit(max_image_pixels)
+    # an interrupted run left its embedding cache (and config): continuing reuses it; finished scores are kept
+    interrupted = cache and set(existing_entries(out)) <= {"cache", CONFIG_NAME}
+    claim(out, command="score-cas", overwrite=overwrite, resume=interrupted)
 
     show_warning = warnings.showwarning
 

@@ -38,12 +38,16 @@ def train(
     resume: str | None = typer.Option(None, "--resume", help="'latest' or a checkpoint directory."),
     output_dir: str | None = typer.Option(None, "--output-dir", help="Override `output_dir`."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override `max_steps`."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Empty the output folder first (fresh run)."),
 ) -> None:
+    from clinalign.cli._output import claim
     from clinalign.training import TrainConfig, train_from_config
 
     cfg = TrainConfig.from_file(config, resume_from=resume, output_dir=output_dir, max_steps=max_steps)
     if cfg.train_data is None:
         raise ConfigError(f"{config}: `train_data` is not set; point it at an enriched JSONL or a manifest.")
+    hint = "pass --resume latest to continue it"
+    claim(cfg.output_dir, command="train", overwrite=overwrite, resume=resume is not None, resume_hint=hint)
     result = train_from_config(cfg)
     typer.echo(f"trained {result.global_step} steps; LoRA written to {result.lora_dir}")
 
@@ -62,10 +66,15 @@ def generate(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16 or fp16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Empty --out first (a rerun otherwise resumes)."),
 ) -> None:
+    from clinalign.cli._output import claim
     from clinalign.diffusion import generate_to_dir, load_diffusion_model, read_prompts
+    from clinalign.utils.outdir import existing_entries
 
     rows = read_prompts(prompts)
+    own = bool({"manifest.jsonl", "generate_config.json"} & set(existing_entries(out)))  # its own run resumes
+    claim(out, command="generate", overwrite=overwrite, resume=own)
     diffusion = load_diffusion_model(model, device=device, dtype=dtype)
     if lora is not None:
         diffusion.load_lora(lora)

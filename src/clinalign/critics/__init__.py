@@ -44,16 +44,20 @@ def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def _load_transformers(name_or_path: str, *, device: torch.device, dtype: torch.dtype) -> Critic:
+def _load_transformers(
+    name_or_path: str, *, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False
+) -> Critic:
     from clinalign.critics.transformers_backend import load_transformers_critic
 
-    return load_transformers_critic(name_or_path, device=device, dtype=dtype)
+    return load_transformers_critic(name_or_path, device=device, dtype=dtype, allow_pickle=allow_pickle)
 
 
-def _load_open_clip(name_or_path: str, *, device: torch.device, dtype: torch.dtype) -> Critic:
+def _load_open_clip(
+    name_or_path: str, *, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False
+) -> Critic:
     from clinalign.critics.open_clip_backend import load_open_clip_critic
 
-    return load_open_clip_critic(name_or_path, device=device, dtype=dtype)
+    return load_open_clip_critic(name_or_path, device=device, dtype=dtype, allow_pickle=allow_pickle)
 
 
 register_backend("transformers", _load_transformers)
@@ -69,6 +73,8 @@ def load_critic(
     backend: str = "auto",
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
+    *,
+    allow_pickle: bool = False,
 ) -> Critic:
     """Load a frozen vision-language critic.
 
@@ -79,6 +85,8 @@ def load_critic(
         backend: ``"auto"`` (default), ``"transformers"`` or ``"open_clip"``.
         device: where to run; default CUDA when available, else CPU.
         dtype: weights dtype (``"fp32"``, ``"bf16"``, ``"fp16"`` or a ``torch.dtype``); default fp32.
+        allow_pickle: let a trusted *local* model with pickle weights (``.bin``) load; refused for hub ids.
+            Without it only safetensors weights load.
 
     Returns:
         A :class:`Critic` with frozen parameters in eval mode.
@@ -96,4 +104,6 @@ def load_critic(
         raise ConfigError(f"unknown critic backend {backend!r}; available: {', '.join(available_backends())}.")
     if not name.startswith("open_clip:") and _looks_like_path(name) and not Path(name).expanduser().exists():
         raise ModelLoadError(f"critic directory not found: {name}. Check the path, or pass a hub id.")
-    return _BACKENDS[backend](name, device=resolve_device(device), dtype=resolve_dtype(dtype))
+    # backends registered by users may not know the flag: pass it only when set
+    extra = {"allow_pickle": True} if allow_pickle else {}
+    return _BACKENDS[backend](name, device=resolve_device(device), dtype=resolve_dtype(dtype), **extra)

@@ -78,8 +78,15 @@ class OpenClipCritic(Critic):
         return [0 for _ in texts]
 
 
-def load_open_clip_critic(spec: str, *, device: torch.device, dtype: torch.dtype) -> OpenClipCritic:
-    """Load an open_clip model from ``open_clip:...`` or a local ``open_clip_config.json`` directory."""
+def load_open_clip_critic(
+    spec: str, *, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False
+) -> OpenClipCritic:
+    """Load an open_clip model from ``open_clip:...`` or a local ``open_clip_config.json`` directory.
+
+    Local weights must be safetensors unless ``allow_pickle`` (trusted local files only).
+    """
+    from clinalign.utils.weights import check_weights_source
+
     try:
         import open_clip
     except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -87,6 +94,14 @@ def load_open_clip_critic(spec: str, *, device: torch.device, dtype: torch.dtype
     model_name, pretrained = parse_open_clip_name(spec)
     if model_name.startswith("local-dir:") and not Path(model_name[len("local-dir:") :]).is_dir():
         raise ModelLoadError(f"open_clip local directory not found: {model_name[len('local-dir:') :]}. Check the path.")
+    local = model_name[len("local-dir:") :] if model_name.startswith("local-dir:") else pretrained
+    if local is not None and Path(local).expanduser().exists():
+        check_weights_source(local, what="critic", allow_pickle=allow_pickle)
+    elif allow_pickle:
+        raise ConfigError(
+            f"--allow-pickle is for trusted local files only, not for '{spec}'. Drop --allow-pickle, or download "
+            "the weights and convert them to safetensors first."
+        )
     precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
     try:
         model = open_clip.create_model(model_name, pretrained=pretrained, precision=precision, device=device)

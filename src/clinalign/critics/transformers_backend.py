@@ -151,19 +151,23 @@ class TransformersCritic(Critic):
 
 
 def load_transformers_critic(
-    name_or_path: str | os.PathLike[str], *, device: torch.device, dtype: torch.dtype
+    name_or_path: str | os.PathLike[str], *, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False
 ) -> TransformersCritic:
-    """Load a transformers dual encoder from a hub id or a local directory."""
+    """Load a transformers dual encoder from a hub id or a local directory (safetensors weights only,
+    unless ``allow_pickle`` for a trusted local directory)."""
     import transformers
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+    from clinalign.utils.weights import check_weights_source
+
+    check_weights_source(name_or_path, what="critic", allow_pickle=allow_pickle)
     source = str(name_or_path)
     local = Path(source).expanduser()
     is_local = local.is_dir()
     ref = str(local.resolve()) if is_local else source
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
-        model = AutoModel.from_pretrained(ref, **{dtype_key: dtype})
+        model = AutoModel.from_pretrained(ref, use_safetensors=None if allow_pickle else True, **{dtype_key: dtype})
         tokenizer = AutoTokenizer.from_pretrained(ref)
         image_processor = AutoImageProcessor.from_pretrained(ref)
     except (OSError, ValueError, KeyError) as exc:

@@ -14,7 +14,17 @@ from clinalign.data.adapters import (
     load_origa,
     register_dataset,
 )
-from clinalign.data.images import ImageLoadError, load_image, load_images_tensor, pil_to_tensor
+from clinalign.data.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageLoadError,
+    ImageTooLargeError,
+    get_max_image_pixels,
+    image_pixel_limit,
+    load_image,
+    load_images_tensor,
+    pil_to_tensor,
+    set_max_image_pixels,
+)
 from clinalign.data.manifest import read_manifest
 from clinalign.data.records import Record
 from clinalign.data.split import patient_split
@@ -22,11 +32,15 @@ from clinalign.data.split import patient_split
 __all__ = [
     "BREAKHIS_CLASSES",
     "CHEXPERT_CLASSES",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "ORIGA_CLASSES",
     "DatasetLoad",
     "ImageLoadError",
+    "ImageTooLargeError",
     "Record",
     "available_datasets",
+    "get_max_image_pixels",
+    "image_pixel_limit",
     "load_breakhis",
     "load_chexpert",
     "load_dataset",
@@ -39,4 +53,5 @@ __all__ = [
     "pil_to_tensor",
     "read_manifest",
     "register_dataset",
+    "set_max_image_pixels",
 ]

@@ -7,7 +7,6 @@ missing is collected in :attr:`DatasetLoad.missing` by path instead of stopping 
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 
 from clinalign.data.manifest import read_manifest
 from clinalign.data.records import Record
+from clinalign.data.tables import read_csv_rows
 from clinalign.errors import ConfigError, DataError
 
 CHEXPERT_CLASSES: tuple[str, ...] = ("Cardiomegaly", "Pleural Effusion", "Pneumonia", "No Finding")
@@ -73,17 +73,12 @@ class DatasetLoad:
         return "; ".join(parts)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def _read_csv(path: Path, encoding: str = "utf-8") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     if not path.is_file():
         raise DataError(f"{path}: CSV file not found. Check the path (or pass --csv).")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        rows = [
-            (i + 2, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
-            for i, row in enumerate(reader)
-        ]
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-    return columns, rows
+    columns, raw_rows = read_csv_rows(path, encoding=encoding)
+    rows = [(line, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}) for line, row in raw_rows]
+    return [c.strip() for c in columns], rows
 
 
 def _require_columns(path: Path, columns: Sequence[str], required: Sequence[str], what: str) -> None:
@@ -141,6 +136,7 @@ def load_chexpert(
     uncertain: str = "exclude",
     frontal_only: bool = True,
     classes: Sequence[str] = CHEXPERT_CLASSES,
+    encoding: str = "utf-8",
 ) -> DatasetLoad:
     """Read CheXpert's official CSV into the single-label subset of ``classes``.
 
@@ -156,7 +152,7 @@ def load_chexpert(
     path = Path(csv_path) if csv_path is not None else root / "train.csv"
     if csv_path is not None and not path.is_absolute() and not path.is_file():
         path = root / path
-    columns, rows = _read_csv(path)
+    columns, rows = _read_csv(path, encoding)
     _require_columns(path, columns, ["Path", *classes] + (["Frontal/Lateral"] if frontal_only else []), "CheXpert")
     records: list[Record] = []
     missing: list[tuple[str, str]] = []
@@ -207,6 +203,7 @@ def load_fitzpatrick17k(
     image_dir: str | os.PathLike[str] | None = None,
     top_conditions: int | None = None,
     classes: Sequence[str] | None = None,
+    encoding: str = "utf-8",
 ) -> DatasetLoad:
     """Read the Fitzpatrick17k CSV (``md5hash``, ``label``, ``fitzpatrick_scale``, ...) and its image folder.
 
@@ -221,7 +218,7 @@ def load_fitzpatrick17k(
     if csv_path is not None and not path.is_absolute() and not path.is_file():
         path = root / path
     images = (root / "images" if (root / "images").is_dir() else root) if image_dir is None else Path(image_dir)
-    columns, rows = _read_csv(path)
+    columns, rows = _read_csv(path, encoding)
     _require_columns(path, columns, ["md5hash", "label"], "Fitzpatrick17k")
     if top_conditions is not None and classes is not None:
         raise ConfigError("pass either top_conditions or classes, not both.")
@@ -330,6 +327,7 @@ def load_origa(
     image_column: str | None = None,
     label_column: str | None = None,
     image_dir: str | os.PathLike[str] | None = None,
+    encoding: str = "utf-8",
 ) -> DatasetLoad:
     """Read ORIGA from a CSV of image file + glaucoma flag (1/0, true/false, glaucoma/normal).
 
@@ -341,7 +339,7 @@ def load_origa(
     path = Path(csv_path) if csv_path is not None else root / "OrigaList.csv"
     if csv_path is not None and not path.is_absolute() and not path.is_file():
         path = root / path
-    columns, rows = _read_csv(path)
+    columns, rows = _read_csv(path, encoding)
     lower = {c.lower(): c for c in columns}
     image_col = image_column or next((lower[c] for c in ("filename", "image", "file", "imgname") if c in lower), None)
     label_col = label_column or next((lower[c] for c in ("glaucoma", "label", "diagnosis") if c in lower), None)
@@ -383,6 +381,7 @@ def load_generic(
     data_root: str | os.PathLike[str] | None = None,
     *,
     manifest: str | os.PathLike[str] | None = None,
+    encoding: str = "utf-8",
 ) -> DatasetLoad:
     """Read a generic CSV/JSONL manifest (``image``, ``label``, optional ``split``, ``patient_id``, ``id``).
 
@@ -391,7 +390,7 @@ def load_generic(
     """
     if manifest is None:
         raise ConfigError("the generic dataset needs a manifest: pass manifest= (--manifest FILE).")
-    records = read_manifest(manifest, image_root=data_root, check_images=False)
+    records = read_manifest(manifest, image_root=data_root, check_images=False, encoding=encoding)
     present = [r for r in records if Path(r.image).is_file()]
     missing = [(str(r.image), f"{manifest}: image of record '{r.id}' not found") for r in records if r not in present]
     return _finish(present, missing, Counter(), Path(manifest))

@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Any
 
 from clinalign.data.records import Record
+from clinalign.data.tables import read_csv_rows
 from clinalign.errors import DataError
-from clinalign.utils.io import read_jsonl
+from clinalign.utils.jsonl import read_jsonl_numbered
 
 _KNOWN = {"id", "image", "label", "split", "patient_id"}
 
 
-def manifest_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, row dict) for every row of a CSV/TSV/JSONL table; line numbers are the file's own."""
+def manifest_rows(path: Path, *, encoding: str = "utf-8") -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row dict) for every row of a CSV/TSV/JSONL table; line numbers are the file's own.
+
+    A torn or malformed line, a byte invalid in ``encoding`` or an over-long CSV field is a
+    :class:`DataError` naming the line: an input row is never dropped silently.
+    """
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        numbers = [i + 1 for i, line in enumerate(lines) if line.strip()]
-        # a truncated last line is dropped by read_jsonl, so zip stops at the rows it returns
-        return list(zip(numbers, read_jsonl(path), strict=False))
+        return read_jsonl_numbered(path, encoding=encoding)
     if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            # line numbers count the header as line 1
-            return [(i + 2, dict(row)) for i, row in enumerate(reader)]
+        return read_csv_rows(path, encoding=encoding, delimiter="\t" if suffix == ".tsv" else ",")[1]
     raise DataError(f"{path}: unsupported manifest type '{suffix}'. Use a .csv, .tsv or .jsonl file.")
 
 
@@ -36,12 +34,13 @@ def read_manifest(
     image_root: str | os.PathLike[str] | None = None,
     split: str | None = None,
     check_images: bool = True,
+    encoding: str = "utf-8",
 ) -> list[Record]:
     """Read a generic manifest into :class:`Record` objects.
 
     Relative image paths resolve against ``image_root`` (default: the manifest's folder). Rows are
     filtered to ``split`` when given. With ``check_images``, a missing image file is an error naming
-    the row.
+    the row. ``encoding`` is the file's text encoding (UTF-8 by default, a byte-order mark allowed).
     """
     path = Path(path)
     if not path.is_file():
@@ -49,7 +48,7 @@ def read_manifest(
     root = Path(image_root) if image_root is not None else path.parent
     records: list[Record] = []
     seen: dict[str, int] = {}
-    for line, row in manifest_rows(path):
+    for line, row in manifest_rows(path, encoding=encoding):
         for required in ("image", "label"):
             value = row.get(required)
             if value is None or str(value).strip() == "":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ class PromptRow:
 def read_prompts(path: str | os.PathLike[str]) -> list[PromptRow]:
     """Prompts from a ``.txt`` (one per non-empty line) or a ``.jsonl`` (``prompt`` or ``t_ep``, optional
     ``label``, ``id``, ``checklist``/``t_c``; e.g. the output of ``clinalign enrich``)."""
-    from clinalign.utils.io import read_jsonl
+    from clinalign.utils.jsonl import decode_text, read_jsonl_strict
 
     path = Path(path)
     if not path.is_file():
@@ -39,7 +40,7 @@ def read_prompts(path: str | os.PathLike[str]) -> list[PromptRow]:
     suffix = path.suffix.lower()
     rows: list[PromptRow] = []
     if suffix in (".jsonl", ".ndjson"):
-        for number, row in enumerate(read_jsonl(path), start=1):
+        for number, row in enumerate(read_jsonl_strict(path), start=1):
             prompt = row.get("prompt") or row.get("t_ep")
             if not isinstance(prompt, str) or not prompt.strip():
                 raise DataError(f"{path}, row {number}: missing 'prompt' (or 't_ep'); every row needs prompt text.")
@@ -54,7 +55,9 @@ def read_prompts(path: str | os.PathLike[str]) -> list[PromptRow]:
             )
     elif suffix == ".txt":
         rows = [
-            PromptRow(prompt=line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            PromptRow(prompt=line.strip())
+            for line in decode_text(path, path.read_bytes(), "utf-8").splitlines()
+            if line.strip()
         ]
     else:
         raise DataError(f"{path}: unsupported prompts file '{suffix}'. Use .txt (one prompt per line) or .jsonl.")
@@ -95,7 +98,8 @@ def generate_to_dir(
     """
     from tqdm.auto import tqdm
 
-    from clinalign.utils.io import append_jsonl, atomic_open, read_jsonl, write_json
+    from clinalign.utils.io import append_jsonl, atomic_open, write_json
+    from clinalign.utils.jsonl import repair_jsonl
 
     if n_per_prompt < 1:
         raise ConfigError(f"n_per_prompt must be >= 1, got {n_per_prompt}.")
@@ -105,7 +109,13 @@ def generate_to_dir(
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST_NAME
-    done = {row["file"] for row in read_jsonl(manifest)} if manifest.is_file() else set()
+    # a torn last line (a crash mid-append) is cut off, or the next append would glue onto it
+    rows_done, dropped = repair_jsonl(manifest)
+    if dropped:
+        warnings.warn(
+            f"{manifest}: dropped {dropped} torn row at the end (an interrupted write); redone.", stacklevel=2
+        )
+    done = {row["file"] for row in rows_done}
     settings = {
         "model": model.name_or_path,
         "n_per_prompt": n_per_prompt,

@@ -181,18 +181,24 @@ class DiffusionModel:
         provenance = {"base_model": self.name_or_path, **(provenance or {})}
         return save_lora_diffusers(self.unet, directory, is_main_process=is_main_process, provenance=provenance)
 
-    def load_lora(self, directory: str | os.PathLike[str]) -> None:
-        """Load a diffusers-format LoRA (a directory written by :meth:`save_lora`, or a hub id) for inference."""
+    def load_lora(self, directory: str | os.PathLike[str], *, allow_pickle: bool = False) -> None:
+        """Load a diffusers-format LoRA (a directory written by :meth:`save_lora`, or a hub id) for inference.
+
+        Safetensors only; ``allow_pickle`` lets a trusted *local* ``.bin`` LoRA load (refused for hub ids).
+        """
+        from clinalign.utils.weights import check_weights_source
+
         path = Path(directory).expanduser()
         if _looks_like_path(str(directory)) and not path.exists():
             raise ModelLoadError(f"LoRA directory not found: {directory}. Check the path.")
+        check_weights_source(directory, what="LoRA", allow_pickle=allow_pickle)
         from diffusers.utils import logging as diffusers_logging
 
         # diffusers warns that the text encoder has no LoRA keys; our LoRA is UNet-only by design
         verbosity = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()
         try:
-            self.pipeline.load_lora_weights(str(directory))
+            self.pipeline.load_lora_weights(str(directory), use_safetensors=None if allow_pickle else True)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not load LoRA weights from {directory}: {exc}") from exc
         finally:
@@ -213,6 +219,7 @@ def load_diffusion_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     revision: str | None = None,
+    allow_pickle: bool = False,
 ) -> DiffusionModel:
     """Load a Stable Diffusion 1.x/2.x pipeline (hub id or local diffusers directory) with frozen parts.
 
@@ -222,8 +229,12 @@ def load_diffusion_model(
         dtype: weights dtype of the frozen components (``"fp32"``, ``"bf16"``, ``"fp16"``); LoRA weights
             added later stay fp32.
         revision: hub revision.
+        allow_pickle: let a trusted *local* pipeline with pickle (``.bin``) weights load; refused for hub ids.
+            Without it only safetensors weights load.
     """
     from diffusers import StableDiffusionPipeline
+
+    from clinalign.utils.weights import check_weights_source
 
     name = str(name_or_path)
     if not name.strip():
@@ -240,6 +251,7 @@ def load_diffusion_model(
                 "Save one with pipe.save_pretrained(dir)."
             )
         name = str(local)
+    check_weights_source(name, what="diffusion model", allow_pickle=allow_pickle)
     torch_dtype = resolve_dtype(dtype)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -253,6 +265,7 @@ def load_diffusion_model(
                 safety_checker=None,
                 feature_extractor=None,
                 requires_safety_checker=False,
+                use_safetensors=None if allow_pickle else True,
             )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the diffusion model '{name}': {exc}") from exc

@@ -31,6 +31,11 @@ logger = logging.getLogger("clinalign.enrich")
 _NO_KEY = "not-needed"
 # Longest server-requested wait honoured (seconds), unless backoff_max is larger.
 _RETRY_AFTER_CAP = 300.0
+# A run stops when its first this-many request attempts all failed the same way (and none succeeded): a
+# wrong URL or a server that is not an OpenAI-compatible API would otherwise fail every record, one by one.
+EARLY_FAILURE_LIMIT = 8
+# Failure kinds that point at the endpoint rather than at one record.
+_ENDPOINT_KINDS = ("connection_error", "bad_response", "bad_request")
 
 
 class EndpointError(ClinAlignError):
@@ -152,6 +157,7 @@ class ChatClient:
         *,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
+        early_failure_limit: int = EARLY_FAILURE_LIMIT,
     ) -> None:
         try:
             import openai
@@ -168,12 +174,58 @@ class ChatClient:
             max_retries=0,  # retries are ours: counted, logged and honouring Retry-After
         )
         self.retries = 0
+        self.early_failure_limit = early_failure_limit
+        self._successes = 0
+        self._attempt_failures: list[tuple[str, str]] = []  # (kind, detail) of failed attempts before any success
         from openai.types.chat import ChatCompletion
 
         self._completion_type = ChatCompletion
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    @property
+    def endpoint(self) -> str:
+        return self.config.base_url or "https://api.openai.com/v1"
+
+    def diagnosis(self) -> str | None:
+        """What is wrong with the endpoint when every attempt so far failed the same way and none succeeded."""
+        if self._successes or not self._attempt_failures:
+            return None
+        kinds = {kind for kind, _ in self._attempt_failures}
+        if len(kinds) != 1 or not kinds <= set(_ENDPOINT_KINDS):
+            return None
+        kind, detail = self._attempt_failures[-1]
+        n = len(self._attempt_failures)
+        where = f"{self.endpoint}/chat/completions"
+        if kind == "connection_error":
+            problem = f"could not connect to {where} ({detail})"
+            check = (
+                "Is the server running and reachable? Check the host and port in --base-url "
+                "(an OpenAI-compatible URL usually ends in /v1, e.g. http://localhost:8000/v1)."
+            )
+        elif kind == "bad_response":
+            problem = f"{where} answered with something that is not a chat completion ({detail})"
+            check = (
+                "Check that --base-url points at an OpenAI-compatible API, not a web page or proxy login, and "
+                "that it ends in /v1 (e.g. http://localhost:8000/v1)."
+            )
+        else:
+            problem = f"{where} rejected the request ({detail})"
+            check = (
+                f"Check that model '{self.config.model}' accepts images and the request options "
+                "(--response-format, --max-tokens-param)."
+            )
+        return f"the first {n} request attempt(s) all failed the same way: {problem}. {check}"
+
+    def _record_attempt_failure(self, kind: str, detail: str) -> None:
+        if self._successes:
+            return
+        self._attempt_failures.append((kind, detail))
+        if len(self._attempt_failures) >= self.early_failure_limit:
+            message = self.diagnosis()
+            if message is not None:
+                raise EndpointError(f"stopped early: {message}")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -236,6 +288,7 @@ class ChatClient:
                             f"(HTTP {status}: {text}). Rerun with --response-format json_object or "
                             "--response-format text."
                         ) from None
+                    self._record_attempt_failure("bad_request", f"HTTP {status}: {_error_text(exc, 200)}")
                     raise RequestFailed("bad_request", f"HTTP {status}: {text}") from None
                 detail = f"HTTP {status}: {_error_text(exc)}"
                 retry_after = _retry_after_seconds(exc.response.headers)
@@ -243,7 +296,14 @@ class ChatClient:
                 # a 200 whose body is not a chat completion (e.g. an HTML page from a proxy): often transient
                 reason, detail = "bad_response", f"the endpoint's reply is not a chat completion ({_error_text(exc)})"
             else:
-                return self._reply(response)
+                if isinstance(response, self._completion_type):
+                    self._successes += 1
+                    return self._reply(response)
+                # the SDK hands back the body as text when it is not JSON (e.g. an HTML page with status 200)
+                shown = " ".join(str(response).split())[:160] or "an empty body"
+                reason, detail = "bad_response", f"the endpoint's reply is not a chat completion: {shown!r}"
+            if reason in _ENDPOINT_KINDS:
+                self._record_attempt_failure(reason, detail)
             if attempt >= self.config.max_retries:
                 raise RequestFailed(reason, f"{detail} (gave up after {attempt + 1} attempts)")
             delay = self._backoff(attempt, retry_after)

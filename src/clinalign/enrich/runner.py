@@ -43,7 +43,8 @@ from clinalign.enrich.presets import Preset
 from clinalign.enrich.pricing import Usage, cost_line
 from clinalign.enrich.render import TokenCounter, clip_token_count, token_counter_from_tokenizer
 from clinalign.errors import ConfigError, DataError
-from clinalign.utils.io import append_jsonl, atomic_write_text, read_jsonl, write_json
+from clinalign.utils.io import append_jsonl, atomic_write_text, write_json
+from clinalign.utils.jsonl import repair_jsonl
 
 logger = logging.getLogger("clinalign.enrich")
 
@@ -130,17 +131,17 @@ def _redact(text: str | None, secret: str | None) -> str | None:
 
 
 def _repair_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file; if a crash left a partial last line, rewrite the file without it.
+    """Read a JSONL file this module appends to; a torn last line (a crash mid-write) is cut off with a warning.
 
     Appending after a partial line would glue the next record onto it and corrupt the middle of the file.
     """
-    if not path.is_file():
-        return []
-    rows = read_jsonl(path)
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        logger.warning("%s ended with a partial line (interrupted write); removing it", path)
-        atomic_write_text(path, "".join(_json_line(r) for r in rows))
+    rows, dropped = repair_jsonl(path)
+    if dropped:
+        logger.warning(
+            "%s ended with a torn line (an interrupted write): dropped %d row; that record is redone on this run.",
+            path,
+            dropped,
+        )
     return rows
 
 
@@ -506,6 +507,11 @@ async def aenrich(
             await client.aclose()
         done_now = {str(r["id"]) for r in _repair_jsonl(out / ENRICHED_FILE) if "id" in r}
         failing = _compact_failures(out, done_now)
+    if run.succeeded == 0 and run.failed:
+        # every record failed and the endpoint never answered properly: say what it returned
+        message = client.diagnosis()
+        if message is not None:
+            raise EndpointError(f"nothing was enriched: {message}")
 
     per_label: dict[str, dict[str, int]] = {}
     for record in records:

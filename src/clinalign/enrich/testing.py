@@ -101,6 +101,16 @@ def valid_fields(preset: Preset, label: str | None) -> dict[str, Any]:
     return data
 
 
+def html_page_handler(status: int = 200) -> Handler:
+    """Answer every request with an HTML page (what a web server or proxy login page returns)."""
+    page = "<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
+
+    def handle(body: dict[str, Any], number: int) -> ScriptedResponse:
+        return ScriptedResponse(status=status, body=page, headers={"Content-Type": "text/html; charset=utf-8"})
+
+    return handle
+
+
 def valid_reply_handler(preset: Preset, *, latency: float = 0.0) -> Handler:
     """Answer every request with a valid reply for the label it states, after ``latency`` seconds."""
 
@@ -149,7 +159,7 @@ class LoopbackServer:
 
             def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                headers = {"Content-Type": "application/json", **headers}  # a scripted Content-Type wins
                 self.send_header("Content-Length", str(len(payload)))
                 for key, value in headers.items():
                     self.send_header(key, value)

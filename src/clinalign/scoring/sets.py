@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from clinalign.data.manifest import manifest_rows
+from clinalign.data.tables import read_text
 from clinalign.errors import DataError
-from clinalign.utils.io import read_json, read_jsonl
+from clinalign.utils.io import read_json
+from clinalign.utils.jsonl import read_jsonl_numbered
 
 GENERATED_MANIFEST_NAME = "manifest.jsonl"
 GENERATE_CONFIG_NAME = "generate_config.json"
@@ -83,7 +85,7 @@ def read_checklists(path: str | os.PathLike[str]) -> dict[str, str]:
         import yaml
 
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.safe_load(read_text(path))
         except yaml.YAMLError as exc:
             raise DataError(f"{path}: not valid YAML ({exc}).") from exc
     else:
@@ -210,11 +212,11 @@ def read_generated_set(
     the row.
     """
     manifest = resolve_generated_manifest(path)
-    raw = read_jsonl(manifest)
-    if not raw:
+    numbered = read_jsonl_numbered(manifest)  # a torn or malformed line is an error naming it, never a lost row
+    if not numbered:
         raise DataError(f"{manifest}: the manifest has no rows; generate images first (`clinalign generate`).")
-    # read_jsonl drops blank lines; recover each row's line number for messages
-    line_numbers = [i + 1 for i, line in enumerate(manifest.read_text(encoding="utf-8").splitlines()) if line.strip()]
+    line_numbers = [line for line, _ in numbered]
+    raw = [row for _, row in numbered]
     out = ImageSet(
         name=name or (manifest.parent.name if manifest.name == GENERATED_MANIFEST_NAME else manifest.stem),
         source=manifest,

@@ -67,11 +67,11 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from clinalign.utils.weights import load_safetensors
 
     if not path.is_file():
         raise DataError(f"{path}: missing from the checkpoint; the checkpoint is incomplete.")
-    return load_file(str(path))
+    return load_safetensors(path, what="checkpoint")  # a pickle or damaged file is an error, never unpickled
 
 
 def optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
