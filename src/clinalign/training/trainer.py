@@ -16,8 +16,9 @@ once-per-forward gradient hooks do not support; an explicit all-reduce of the fe
 simpler and just as fast.
 
 Every random draw of a micro-step (data order, noise, timesteps, LoRA dropout) is derived from
-``(seed, micro-step, rank)``, so a run resumed from a checkpoint continues exactly like the
-uninterrupted run.
+``(seed, micro-step, rank)``, and the critics' cached text embeddings are filled once, in a fixed
+order, before training starts (see :func:`warm_text_caches`), so a run resumed from a checkpoint
+continues bit for bit like the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -156,6 +157,28 @@ def _critic_identities(composite: Any) -> list[dict[str, str]]:
             identity = critic.identity()
             found[identity.get("fingerprint") or identity["name"]] = identity
     return sorted(found.values(), key=lambda i: i["name"])
+
+
+def warm_text_caches(composites: Sequence[Any], texts: Sequence[str], *, batch_size: int = 64) -> int:
+    """Encode ``texts`` once on every critic behind ``composites``, in sorted order and fixed batches.
+
+    Critics cache text embeddings, and an embedding's last bits depend on the batch it was first
+    encoded in (padding to the longest text, batch-size-dependent kernels). Filling the caches up front
+    from the training texts alone makes every process, uninterrupted or resumed, use identical
+    embeddings. Returns the number of critics warmed.
+    """
+    unique = sorted({t for t in texts if t})
+    critics: dict[int, Any] = {}
+    for composite in composites:
+        for reward in getattr(composite, "rewards", []) if composite is not None else []:
+            critic = getattr(reward, "critic", None)
+            if critic is not None and callable(getattr(critic, "encode_texts", None)):
+                critics[id(critic)] = critic
+    if unique:
+        for critic in critics.values():
+            for start in range(0, len(unique), batch_size):
+                critic.encode_texts(unique[start : start + batch_size])
+    return len(critics)
 
 
 def _allow_new_precision(mixed_precision: str) -> None:
@@ -302,6 +325,11 @@ class DraftKTrainer:
             names += ["dd"] if cfg.eval_probe else []
             eval_rewards = build_rewards(names, critic=cfg.eval_critic, probe=cfg.eval_probe, device=acc.device)
         self.eval_fn = _composite(eval_rewards if eval_rewards is not None else [], {})
+        # before any evaluation or step can fill them in another order
+        warm_text_caches(
+            [self.reward_fn, self.eval_fn],
+            [text for e in self.train_examples for text in (e.prompt, e.checklist)],
+        )
         if cfg.eval_every > 0 and not self.eval_examples:
             raise ConfigError("`eval_every` > 0 needs held-out rows: set `eval_data` or pass eval_data=[...].")
         if cfg.eval_every > 0 and self.eval_fn is None:
