@@ -32,7 +32,7 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-class TrainingInterrupted(Exception):  # noqa: N818 - named after what happened, like KeyboardInterrupt
+class TrainingInterrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a resumable checkpoint.
 
     Attributes:
