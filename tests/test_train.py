@@ -107,7 +107,7 @@ def test_brightness_reward_rises_and_eval_flags_hacking(tmp_path):
 
     cfg = tiny_config(
         tmp_path, lambda_diff=0.0, repeats=1, max_steps=16, learning_rate=5e-2, lora_layers="all_attention",
-        lora_rank=4, eval_every=8, eval_max_prompts=4, hacking_tolerance=0.0, max_grad_norm=None,
+        lora_rank=4, eval_every=8, eval_max_prompts=4, hacking_tolerance=0.0, hacking_patience=1, max_grad_norm=None,
     )  # fmt: skip
     trainer = DraftKTrainer(
         rewards=[BrightnessReward()],

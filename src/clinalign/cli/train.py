@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,12 +12,15 @@ from clinalign.errors import ConfigError
 _TRAIN_HELP = """Finetune LoRA weights of a Stable Diffusion model with DRaFT-K on clinical rewards (CRAFT).
 
 All options live in the YAML/JSON config (see examples/craft_chexpert.yaml and docs/training.md); \
-flags override a few of them. Multi-GPU: `accelerate launch -m clinalign train --config craft.yaml`.
+flags and `--set key=value` override them. SIGINT/SIGTERM save a checkpoint after the current step \
+and exit 130/143; `--resume latest` continues exactly. \
+Multi-GPU: `accelerate launch -m clinalign train --config craft.yaml`.
 
 \b
 Examples:
   clinalign train --config examples/craft_tiny.yaml
   clinalign train --config craft.yaml --resume latest
+  clinalign train --config craft.yaml --out runs/lr5e-5 --set learning_rate=5e-5 --seed 1
 """
 
 _GENERATE_HELP = """Generate PNGs from prompts with a base model and optionally a trained LoRA.
@@ -33,22 +37,74 @@ Examples:
 """
 
 
+class MixedPrecision(str, Enum):
+    no = "no"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Tracker(str, Enum):
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+    none = "none"
+
+
+class DType(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="Training config (YAML or JSON)."),
     resume: str | None = typer.Option(None, "--resume", help="'latest' or a checkpoint directory."),
-    output_dir: str | None = typer.Option(None, "--output-dir", help="Override `output_dir`."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Override `max_steps`."),
+    out: str | None = typer.Option(None, "--out", "--output-dir", help="Override `output_dir`."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Override `max_steps`."),
+    seed: int | None = typer.Option(None, "--seed", help="Override `seed`."),
+    mixed_precision: MixedPrecision | None = typer.Option(
+        None, "--mixed-precision", help="Override `mixed_precision`."
+    ),
+    log_with: Tracker | None = typer.Option(None, "--log-with", help="Override `log_with` (experiment tracker)."),
+    set_: list[str] | None = typer.Option(
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override any config option; VALUE is read as YAML (e.g. --set learning_rate=5e-5 "
+        "--set eval_critic=null). Repeatable.",
+    ),
+    allow_config_change: bool = typer.Option(
+        False,
+        "--allow-config-change",
+        help="With --resume: continue even though options that change the trajectory differ from the "
+        "checkpoint's; the change is recorded in the run's metadata.",
+    ),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Empty the output folder first (fresh run)."),
 ) -> None:
     from clinalign.cli._output import claim
-    from clinalign.training import TrainConfig, train_from_config
+    from clinalign.training import TrainConfig, TrainingInterrupted, train_from_config
+    from clinalign.training.config import parse_overrides
 
-    cfg = TrainConfig.from_file(config, resume_from=resume, output_dir=output_dir, max_steps=max_steps)
+    flags = {
+        "resume_from": resume,
+        "output_dir": out,
+        "max_steps": max_steps,
+        "seed": seed,
+        "mixed_precision": mixed_precision.value if mixed_precision else None,
+        "log_with": log_with.value if log_with else None,
+        "allow_config_change": True if allow_config_change else None,
+        "progress_bar": False if no_progress else None,
+    }
+    cfg = TrainConfig.from_file(config, set_values=parse_overrides(set_ or []), **flags)
     if cfg.train_data is None:
         raise ConfigError(f"{config}: `train_data` is not set; point it at an enriched JSONL or a manifest.")
     hint = "pass --resume latest to continue it"
     claim(cfg.output_dir, command="train", overwrite=overwrite, resume=resume is not None, resume_hint=hint)
-    result = train_from_config(cfg)
+    try:
+        result = train_from_config(cfg)
+    except TrainingInterrupted as stopped:
+        typer.echo(str(stopped), err=True)
+        raise typer.Exit(stopped.exit_code) from None
     typer.echo(f"trained {result.global_step} steps; LoRA written to {result.lora_dir}")
 
 
@@ -65,7 +121,8 @@ def generate(
     eta: float = typer.Option(0.0, "--eta", min=0.0, help="DDIM eta (0 deterministic, 1 DDPM-like)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
-    dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16 or fp16."),
+    dtype: DType = typer.Option(DType.fp32, "--dtype", help="Weights dtype."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Empty --out first (a rerun otherwise resumes)."),
 ) -> None:
     from clinalign.cli._output import claim
@@ -75,7 +132,7 @@ def generate(
     rows = read_prompts(prompts)
     own = bool({"manifest.jsonl", "generate_config.json"} & set(existing_entries(out)))  # its own run resumes
     claim(out, command="generate", overwrite=overwrite, resume=own)
-    diffusion = load_diffusion_model(model, device=device, dtype=dtype)
+    diffusion = load_diffusion_model(model, device=device, dtype=dtype.value)
     if lora is not None:
         diffusion.load_lora(lora)
     manifest = generate_to_dir(
@@ -89,6 +146,7 @@ def generate(
         guidance_scale=guidance_scale,
         eta=eta,
         batch_size=batch_size,
+        progress_bar=not no_progress,
         extra={"lora": lora, "prompts": str(prompts)},
     )
     typer.echo(f"wrote {len(rows) * n_per_prompt} images; manifest: {manifest}")

@@ -7,6 +7,9 @@
 
 from clinalign.training.config import KNOWN_REWARDS, TrainConfig
 from clinalign.training.data import TrainExample, load_checklists, load_examples
+from clinalign.training.hacking import HackingVerdict, detect_reward_hacking
+from clinalign.training.resume import TRAJECTORY_NEUTRAL, ConfigChange, check_resume_config, config_changes
+from clinalign.training.signals import StopRequest, TrainingInterrupted
 from clinalign.training.trainer import (
     META_NAME,
     DraftKTrainer,
@@ -15,19 +18,29 @@ from clinalign.training.trainer import (
     TrainOutput,
     build_rewards,
     train_from_config,
+    warm_text_caches,
 )
 
 __all__ = [
     "KNOWN_REWARDS",
     "META_NAME",
+    "TRAJECTORY_NEUTRAL",
+    "ConfigChange",
     "DraftKTrainer",
+    "HackingVerdict",
     "RewardHackingWarning",
+    "StopRequest",
     "TrainConfig",
     "TrainExample",
     "TrainOutput",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "build_rewards",
+    "check_resume_config",
+    "config_changes",
+    "detect_reward_hacking",
     "load_checklists",
     "load_examples",
     "train_from_config",
+    "warm_text_caches",
 ]

@@ -16,12 +16,20 @@ from clinalign.errors import ConfigError
 KNOWN_REWARDS: tuple[str, ...] = ("vdc", "ccs", "dd", "sfs")
 
 
+_PREFIX = "invalid training config: "
+
+
 def _format_validation_error(exc: ValidationError, source: str | None = None) -> str:
     where = f"{source}: " if source else ""
     fields = set(TrainConfig.model_fields)
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "config"
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, ConfigError):
+            # pydantic re-wraps the ConfigError our __init__ raised; its text is already formatted
+            lines.append(str(inner).removeprefix(_PREFIX))
+            continue
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(err["loc"][0]), fields, n=1)
@@ -31,7 +39,7 @@ def _format_validation_error(exc: ValidationError, source: str | None = None) ->
             lines.append(msg)
         else:
             lines.append(f"'{loc}': {msg} (got {err.get('input')!r})")
-    return where + "invalid training config: " + "; ".join(lines)
+    return where + _PREFIX + "; ".join(lines)
 
 
 class TrainConfig(BaseModel):
@@ -146,6 +154,12 @@ class TrainConfig(BaseModel):
     )
     checkpoints_total_limit: int | None = Field(None, description="Keep at most this many checkpoints.", ge=1)
     resume_from: str | None = Field(None, description="'latest' or a checkpoint directory to resume from.")
+    allow_config_change: bool = Field(
+        False,
+        description="Resume even though options that change the training trajectory differ from the "
+        "checkpoint's (learning_rate, seed, ...); the change is recorded in the run's metadata. The LoRA "
+        "shape (lora_rank, lora_targets, lora_layers) can never change on resume.",
+    )
 
     # ---------------------------------------------------------------- evaluation
     eval_every: int = Field(0, description="Evaluate on eval_data every N steps (0 = never).", ge=0)
@@ -156,10 +170,16 @@ class TrainConfig(BaseModel):
     eval_max_prompts: int = Field(16, description="Held-out prompts scored per evaluation.", ge=1)
     eval_num_inference_steps: int | None = Field(None, description="Steps for eval samples (default: T).", ge=1)
     hacking_tolerance: float = Field(
-        0.0,
-        description="Warn of reward hacking when the evaluator score drops by more than this while the "
-        "training reward rises.",
+        0.01,
+        description="Reward-hacking warning: how far (absolute) the evaluator's held-out score must fall below "
+        "its best so far to count as a drop; smaller changes are evaluation noise.",
         ge=0,
+    )
+    hacking_patience: int = Field(
+        2,
+        description="Reward-hacking warning: evaluations in a row that must show such a drop while the "
+        "training critic's held-out score stays above its value at the evaluator's best.",
+        ge=1,
     )
 
     # ---------------------------------------------------------------- validation
@@ -238,8 +258,14 @@ class TrainConfig(BaseModel):
 
     # ---------------------------------------------------------------- I/O
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-        """Load from YAML (``.yaml``/``.yml``) or JSON; keyword ``overrides`` replace file values."""
+    def from_file(
+        cls, path: str | os.PathLike[str], *, set_values: dict[str, Any] | None = None, **overrides: Any
+    ) -> TrainConfig:
+        """Load from YAML (``.yaml``/``.yml``) or JSON, then apply overrides.
+
+        ``set_values`` (e.g. from :func:`parse_overrides`) replace file values, None included; keyword
+        ``overrides`` replace them too but are skipped when None (flags that were not given).
+        """
         import yaml
 
         path = Path(path)
@@ -255,6 +281,7 @@ class TrainConfig(BaseModel):
             raise ConfigError(f"{path}: a config must be a mapping of option: value, got {type(data).__name__}.")
         data.pop("_class_name", None)
         data.pop("_clinalign_version", None)
+        data.update(set_values or {})
         data.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(data)
@@ -290,3 +317,33 @@ def _warn_once(message: str) -> None:
         return
     _WARNED.add(message)
     warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["key=value", ...]`` (the CLI's ``--set``) -> ``{key: value}``, each value parsed as YAML.
+
+    Keys must be :class:`TrainConfig` fields; values are validated later with the whole config.
+
+    Raises:
+        ConfigError: an item without ``=``, an unknown key (with the closest field name), or a value
+            that is not valid YAML.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    fields = list(TrainConfig.model_fields)
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=5e-5.")
+        if key not in TrainConfig.model_fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" did you mean '{close[0]}'?" if close else " see docs/training.md for the options."
+            raise ConfigError(f"--set {item!r}: unknown option '{key}';{hint}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value of '{key}' is not valid YAML ({exc}).") from None
+        out[key] = value
+    return out

@@ -16,8 +16,9 @@ once-per-forward gradient hooks do not support; an explicit all-reduce of the fe
 simpler and just as fast.
 
 Every random draw of a micro-step (data order, noise, timesteps, LoRA dropout) is derived from
-``(seed, micro-step, rank)``, so a run resumed from a checkpoint continues exactly like the
-uninterrupted run.
+``(seed, micro-step, rank)``, and the critics' cached text embeddings are filled once, in a fixed
+order, before training starts (see :func:`warm_text_caches`), so a run resumed from a checkpoint
+continues bit for bit like the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 
 from clinalign.diffusion import DiffusionModel, LoraSpec, denoising_loss, load_diffusion_model, sample
 from clinalign.diffusion.lora import LORA_WEIGHT_NAME, load_lora_state_dict, lora_state_dict
-from clinalign.errors import ClinAlignError, ConfigError
+from clinalign.errors import ClinAlignError, ConfigError, ModelLoadError
 from clinalign.training.checkpoint import (
     checkpoint_dir,
     load_checkpoint,
@@ -53,6 +54,9 @@ from clinalign.training.data import (
     load_examples,
     load_pixels,
 )
+from clinalign.training.hacking import detect_reward_hacking
+from clinalign.training.resume import change_record, check_resume_config
+from clinalign.training.signals import StopRequest, TrainingInterrupted
 from clinalign.utils.seeding import mix_seeds
 
 META_NAME = "clinalign_meta.json"
@@ -156,6 +160,28 @@ def _critic_identities(composite: Any) -> list[dict[str, str]]:
             identity = critic.identity()
             found[identity.get("fingerprint") or identity["name"]] = identity
     return sorted(found.values(), key=lambda i: i["name"])
+
+
+def warm_text_caches(composites: Sequence[Any], texts: Sequence[str], *, batch_size: int = 64) -> int:
+    """Encode ``texts`` once on every critic behind ``composites``, in sorted order and fixed batches.
+
+    Critics cache text embeddings, and an embedding's last bits depend on the batch it was first
+    encoded in (padding to the longest text, batch-size-dependent kernels). Filling the caches up front
+    from the training texts alone makes every process, uninterrupted or resumed, use identical
+    embeddings. Returns the number of critics warmed.
+    """
+    unique = sorted({t for t in texts if t})
+    critics: dict[int, Any] = {}
+    for composite in composites:
+        for reward in getattr(composite, "rewards", []) if composite is not None else []:
+            critic = getattr(reward, "critic", None)
+            if critic is not None and callable(getattr(critic, "encode_texts", None)):
+                critics[id(critic)] = critic
+    if unique:
+        for critic in critics.values():
+            for start in range(0, len(unique), batch_size):
+                critic.encode_texts(unique[start : start + batch_size])
+    return len(critics)
 
 
 def _allow_new_precision(mixed_precision: str) -> None:
@@ -306,6 +332,11 @@ class DraftKTrainer:
             names += ["dd"] if cfg.eval_probe else []
             eval_rewards = build_rewards(names, critic=cfg.eval_critic, probe=cfg.eval_probe, device=acc.device)
         self.eval_fn = _composite(eval_rewards if eval_rewards is not None else [], {})
+        # before any evaluation or step can fill them in another order
+        warm_text_caches(
+            [self.reward_fn, self.eval_fn],
+            [text for e in self.train_examples for text in (e.prompt, e.checklist)],
+        )
         if cfg.eval_every > 0 and not self.eval_examples:
             raise ConfigError("`eval_every` > 0 needs held-out rows: set `eval_data` or pass eval_data=[...].")
         if cfg.eval_every > 0 and self.eval_fn is None:
@@ -338,8 +369,14 @@ class DraftKTrainer:
         self.skipped_steps = 0
         self.overflow_steps = 0
         self.eval_history: list[dict[str, float]] = []
+        self.config_changes: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def method_label(self) -> str:
+        """What this run trains, for progress bars and logs: CRAFT when rewards are on, else the LoRA baseline."""
+        return "CRAFT (DRaFT-K)" if self.config.lambda_reward > 0 else "LoRA baseline"
+
     @property
     def training_critics(self) -> list[str]:
         return _critic_names(self.reward_fn)
@@ -358,6 +395,14 @@ class DraftKTrainer:
             labels=labels,
             references=references,
         )
+
+    def _all_max(self, values: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            values = values.clone()
+            dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return values
 
     def _all_mean(self, values: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes > 1:
@@ -446,6 +491,11 @@ class DraftKTrainer:
         Returns:
             :class:`TrainOutput` with the per-step history and the final LoRA directory.
         """
+        # the first SIGINT/SIGTERM only asks for a stop at the end of the current step (see signals.py)
+        with StopRequest() as stop:
+            return self._train(stop)
+
+    def _train(self, stop: StopRequest) -> TrainOutput:
         from tqdm.auto import tqdm
 
         cfg, acc, model = self.config, self.accelerator, self.model
@@ -460,12 +510,11 @@ class DraftKTrainer:
         progress = tqdm(
             total=self.total_steps,
             initial=self.global_step,
-            desc="DRaFT-K",
+            desc=self.method_label,
             disable=not (acc.is_local_main_process and cfg.progress_bar),
             dynamic_ncols=True,
         )
-        if cfg.eval_every > 0 and self.global_step == 0:
-            self.evaluate()
+        self._catch_up_step_end()  # step 0, or work a signal-stopped run skipped at its last step
         ga = cfg.gradient_accumulation_steps
         while self.global_step < self.total_steps:
             start = time.perf_counter()
@@ -479,7 +528,10 @@ class DraftKTrainer:
                 for key, value in metrics.items():
                     step_metrics.setdefault(key, []).append(value)
             self._sync_gradients()
-            flags = self._all_mean(torch.tensor([0.0 if finite else 1.0], device=acc.device))
+            # one collective for both: any process saw a non-finite loss / received a stop signal
+            flags = self._all_max(torch.tensor([0.0 if finite else 1.0, float(stop.signum or 0)], device=acc.device))
+            stop_signal = int(flags[1].item())
+            flags = flags[:1]
             grad_norm = self._clip()
             scaler = getattr(acc, "scaler", None)
             # fp16: inf gradients with finite losses are loss-scale overflows, routine while the scaler
@@ -538,6 +590,13 @@ class DraftKTrainer:
                 postfix["reward"] = f"{record['reward/total']:.4f}"
             progress.set_postfix(postfix)
             progress.update(1)
+            if stop_signal:
+                # the step is complete; its sample grid / evaluation run when the run resumes
+                progress.close()
+                directory = self.save_checkpoint()
+                if cfg.log_with != "none":
+                    acc.end_training()
+                raise TrainingInterrupted(stop_signal, self.global_step, directory)
             if cfg.sample_every and self.global_step % cfg.sample_every == 0:
                 self.save_sample_grid()
             if cfg.eval_every and self.global_step % cfg.eval_every == 0:
@@ -553,6 +612,20 @@ class DraftKTrainer:
         return TrainOutput(
             global_step=self.global_step, history=history, eval_history=list(self.eval_history), lora_dir=lora_dir
         )
+
+    def _catch_up_step_end(self) -> None:
+        """Run the evaluation and sample grid due at the current step if they have not run yet.
+
+        At step 0 this is the baseline evaluation; after resuming from a checkpoint written on a stop
+        signal it is the work that signal skipped, so the eval history matches the uninterrupted run.
+        """
+        cfg, step = self.config, self.global_step
+        grid_due = step > 0 and cfg.sample_every and step % cfg.sample_every == 0
+        if grid_due and not (self.output_dir / "samples" / f"step-{step:07d}.png").is_file():
+            self.save_sample_grid()
+        eval_due = cfg.eval_every and step % cfg.eval_every == 0
+        if eval_due and not any(int(e.get("step", -1)) == step for e in self.eval_history):
+            self.evaluate()
 
     def _clip(self) -> float:
         max_norm = self.config.max_grad_norm
@@ -665,22 +738,23 @@ class DraftKTrainer:
         return result
 
     def _hacking_check(self, current: dict[str, float]) -> bool:
-        if not self.eval_history or "eval/train_critic_total" not in current:
-            return False
-        previous = self.eval_history[-1]
-        train_up = current["eval/train_critic_total"] > previous.get("eval/train_critic_total", math.inf)
-        eval_down = current["eval/total"] < previous["eval/total"] - self.config.hacking_tolerance
-        if train_up and eval_down and self.accelerator.is_main_process:
+        cfg = self.config
+        history = [*self.eval_history, current]
+        verdict = detect_reward_hacking(history, tolerance=cfg.hacking_tolerance, patience=cfg.hacking_patience)
+        if verdict.new and self.accelerator.is_main_process:
+            best = history[verdict.best_index]
             warnings.warn(
-                f"possible reward hacking at step {self.global_step}: on held-out prompts the training critic's "
-                f"reward rose {previous['eval/train_critic_total']:.4f} -> {current['eval/train_critic_total']:.4f} "
-                f"while the evaluator's ({', '.join(_critic_names(self.eval_fn))}) fell "
-                f"{previous['eval/total']:.4f} -> {current['eval/total']:.4f}. Consider stopping earlier, lowering "
-                "lambda_reward or raising lambda_diff.",
+                f"possible reward hacking at step {self.global_step}: for {verdict.streak} held-out evaluations "
+                f"in a row the evaluator's ({', '.join(_critic_names(self.eval_fn))}) score stayed more than "
+                f"{cfg.hacking_tolerance:g} below its best ({best['eval/total']:.4f} at step {int(best['step'])}; "
+                f"now {current['eval/total']:.4f}) while the training critic's rose "
+                f"({best['eval/train_critic_total']:.4f} -> {current['eval/train_critic_total']:.4f}). "
+                "Consider stopping earlier, lowering lambda_reward or raising lambda_diff "
+                "(`hacking_tolerance`/`hacking_patience` tune this warning).",
                 RewardHackingWarning,
                 stacklevel=3,
             )
-        return train_up and eval_down
+        return verdict.hacking
 
     # ------------------------------------------------------------------ checkpoints
     def _trainer_state(self) -> dict[str, Any]:
@@ -692,6 +766,7 @@ class DraftKTrainer:
             "skipped_steps": self.skipped_steps,
             "overflow_steps": self.overflow_steps,
             "eval_history": self.eval_history,
+            "config_changes": self.config_changes,
             "num_processes": self.accelerator.num_processes,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "config": self.config.to_dict(),
@@ -727,8 +802,20 @@ class DraftKTrainer:
                 )
             return
         lora, optimizer_state, state = load_checkpoint(directory)
-        load_lora_state_dict(self.model.unet, lora)
-        self.optimizer.load_state_dict(optimizer_state)
+        changes = check_resume_config(
+            state.get("config", {}),
+            self.config.to_dict(),
+            checkpoint=str(directory),
+            allow_change=self.config.allow_config_change,
+        )
+        try:
+            load_lora_state_dict(self.model.unet, lora)
+            self.optimizer.load_state_dict(optimizer_state)
+        except (ModelLoadError, RuntimeError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"cannot resume from {directory}: its LoRA/optimiser state does not fit this model and adapter "
+                f"({exc}). Resume with the model and LoRA options the checkpoint was saved with."
+            ) from None
         scaler = getattr(acc, "scaler", None)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -737,6 +824,17 @@ class DraftKTrainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.overflow_steps = int(state.get("overflow_steps", 0))
         self.eval_history = list(state.get("eval_history", []))
+        self.config_changes = list(state.get("config_changes", []))
+        if changes:
+            self.config_changes.append(change_record(self.global_step, str(directory), changes))
+            if acc.is_main_process:
+                warnings.warn(
+                    f"resuming {directory} with a changed config (allow_config_change): "
+                    + "; ".join(c.describe() for c in changes)
+                    + ". The run no longer equals an uninterrupted one; the change is recorded in its metadata.",
+                    UserWarning,
+                    stacklevel=3,
+                )
         if int(state.get("num_processes", acc.num_processes)) != acc.num_processes and acc.is_main_process:
             warnings.warn(
                 f"resuming a run saved with {state['num_processes']} processes on {acc.num_processes}: "
@@ -759,6 +857,7 @@ class DraftKTrainer:
             "rewards": self.reward_fn.describe() if self.reward_fn is not None else [],
             "class_names": self.class_names,
             "steps": self.global_step,
+            "config_changes": self.config_changes,
             "lora": {
                 "rank": self.lora_spec.rank,
                 "alpha": self.lora_spec.alpha,
