@@ -9,6 +9,21 @@ import typer
 probe_app = typer.Typer(help="Linear probes on frozen critic embeddings (the DD reward and CAS's DD).")
 
 
+def _records(manifest: Path, image_root: Path | None, split: str | None) -> list:
+    """Manifest rows (split from the split.json beside the manifest when there is one), filtered to ``split``."""
+    from clinalign.data.manifest import read_manifest
+    from clinalign.errors import DataError
+    from clinalign.protocols.commands import records_with_split
+
+    records = records_with_split(read_manifest(manifest, image_root=image_root), manifest)
+    if split is None:
+        return records
+    chosen = [r for r in records if r.split == split]
+    if not chosen:
+        raise DataError(f"{manifest}: the manifest has no rows with split '{split}'.")
+    return chosen
+
+
 @probe_app.command("train")
 def train(
     critic: str = typer.Option(..., help="Critic: hub id, local directory, or 'open_clip:<model>'."),
@@ -27,6 +42,9 @@ def train(
     seed: int = typer.Option(0, help="Seed for the split and the probe."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when available)."),
     dtype: str = typer.Option("fp32", help="Critic weights dtype: fp32, bf16, fp16."),
+    protocol: str | None = typer.Option(
+        None, help="craft-paper: no validation hold-out, 50 epochs, Adam 1e-3, batch 256; split from split.json."
+    ),
 ) -> None:
     """Embed real labelled images with a critic and fit its DD probe.
 
@@ -35,15 +53,21 @@ def train(
         clinalign probe train --critic google/medsiglip-448 --manifest train.csv --out probes/medsiglip
     """
     from clinalign.critics import load_critic
-    from clinalign.data.manifest import read_manifest
     from clinalign.errors import ConfigError
     from clinalign.probe_training import split_for_validation, train_probe
 
+    if protocol is not None:
+        from clinalign.protocols.commands import probe_settings
+
+        given = {"val_fraction": val_fraction, "epochs": epochs, "lr": lr, "batch_size": batch_size}
+        defaults = {"val_fraction": 0.1, "epochs": 50, "lr": 1e-3, "batch_size": 256}
+        settings = probe_settings(protocol, given, defaults)
+        val_fraction, epochs, lr, batch_size = (settings[k] for k in ("val_fraction", "epochs", "lr", "batch_size"))
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
-    train_records = read_manifest(manifest, image_root=image_root, split=split or None)
+    train_records = _records(manifest, image_root, split or None)
     if val_split:
-        val_records = read_manifest(manifest, image_root=image_root, split=val_split)
+        val_records = _records(manifest, image_root, val_split)
     else:
         train_records, val_records = split_for_validation(train_records, val_fraction=val_fraction, seed=seed)
     model = load_critic(critic, device=device, dtype=dtype)
