@@ -116,8 +116,8 @@ def builtin_checklists(
         result.checklists[label] = dict(checklist)
         fitted = preset.fit_checklist(label, token_counter=token_counter, max_tokens=max_tokens)
         result.texts[label] = fitted.text if fitted is not None else ""
-        if fitted is not None and fitted.trimmed_attributes:
-            result.trimmed[label] = fitted.trimmed_attributes
+        if fitted is not None and fitted.changed:
+            result.trimmed[label] = fitted.changed
         result.source[label] = "built-in"
     return result
 
@@ -160,8 +160,8 @@ async def agenerate_checklists(
             label, attributes, token_counter=token_counter, max_tokens=config.checklist_max_tokens
         )
         result.texts[label] = fitted.text if fitted is not None else ""
-        if fitted is not None and fitted.trimmed_attributes:
-            result.trimmed[label] = fitted.trimmed_attributes
+        if fitted is not None and fitted.changed:
+            result.trimmed[label] = fitted.changed
         result.source[label] = "generated"
 
     try:

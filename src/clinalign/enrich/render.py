@@ -210,6 +210,7 @@ def token_limit_from_tokenizer(name_or_path: str, *, role: str = "critic", max_t
         )
 
     def count(text: str) -> int:
-        return len(tokenizer(text, truncation=False)["input_ids"])
+        # verbose=False: over-long texts are expected here (that is what is being measured)
+        return len(tokenizer(text, truncation=False, verbose=False)["input_ids"])
 
     return TokenLimit(name=f"{role} {name_or_path}", counter=count, max_tokens=limit)

@@ -459,13 +459,13 @@ async def aenrich(
             label, source, token_counter=checklist_budget.count, max_tokens=checklist_budget.max_tokens
         )
         checklist_texts[label] = None if fitted is None else fitted.text
-        if fitted is not None and fitted.trimmed_attributes:
+        if fitted is not None and not fitted.fits:
+            logger.warning("t_c of %r exceeds %s even cut to one attribute", label, checklist_budget.describe())
+        if fitted is not None and fitted.changed:
             full = preset.fit_checklist(label, source, token_counter=lambda _: 0, max_tokens=10**9)
             binding = checklist_budget.binding(full.text) if full is not None else None
             checklist_trims[f"t_c: {binding.describe() if binding else checklist_budget.describe()}"] += 1
-            logger.info(
-                "t_c of %r trimmed to fit (%s): %s", label, checklist_budget.describe(), fitted.trimmed_attributes
-            )
+            logger.info("t_c of %r trimmed to fit (%s): %s", label, checklist_budget.describe(), fitted.changed)
     missing = [label for label, text in checklist_texts.items() if text is None]
     if missing:
         logger.warning(

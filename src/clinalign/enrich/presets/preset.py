@@ -7,6 +7,7 @@ import hashlib
 import json
 import string
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -124,10 +125,24 @@ class RuleSet:
 
 @dataclass(frozen=True)
 class FittedChecklist:
-    """A rendered ``t_c`` and the attributes that were shortened to fit the token budget (empty: none)."""
+    """A rendered ``t_c`` and what fitting it to the token budget changed.
+
+    Attributes:
+        text: the rendered ``t_c``.
+        trimmed_attributes: attributes shortened (last phrase, then last word, longest first).
+        dropped_attributes: attributes left out because even one word each did not fit (last first).
+        fits: False only when the label and one one-word attribute alone exceed the budget.
+    """
 
     text: str
     trimmed_attributes: list[str]
+    dropped_attributes: list[str] = dataclasses.field(default_factory=list)
+    fits: bool = True
+
+    @property
+    def changed(self) -> list[str]:
+        """Every attribute trimmed or dropped."""
+        return [*self.trimmed_attributes, *self.dropped_attributes]
 
 
 class PresetOutput(BaseModel):
@@ -400,18 +415,25 @@ class Preset:
         def text() -> str:
             return f"{label}. " + "; ".join(f"{a}: {checklist[a]}" for a in order if checklist[a]) + "."
 
+        dropped: list[str] = []
         while counter(text()) > budget:
-            longest = max(order, key=lambda a: counter(checklist[a]))
+            trimmable = [a for a in order if len(checklist[a].split()) > 1]
+            if not trimmable:
+                # every attribute is down to one word: drop attributes from the end, keep at least one
+                if len(order) == 1:
+                    break
+                dropped.insert(0, order.pop())
+                continue
+            longest = max(trimmable, key=lambda a: counter(checklist[a]))
             phrases = [p.strip() for p in checklist[longest].split(",")]
-            words = checklist[longest].split()
             if len(phrases) > 1:
                 checklist[longest] = ", ".join(phrases[:-1])
-            elif len(words) > 1:
-                checklist[longest] = " ".join(words[:-1]).rstrip(",;:")
             else:
-                break
+                checklist[longest] = " ".join(checklist[longest].split()[:-1]).rstrip(",;:")
         trimmed = [a for a in order if checklist[a] != original[a]]
-        return FittedChecklist(text=text(), trimmed_attributes=trimmed)
+        return FittedChecklist(
+            text=text(), trimmed_attributes=trimmed, dropped_attributes=dropped, fits=counter(text()) <= budget
+        )
 
     @functools.cached_property
     def checklist_keys(self) -> dict[str, str]:
