@@ -56,6 +56,9 @@ def score_cas(
         True, "--cache/--no-cache", help="Reuse image embeddings in OUT/cache from an earlier (interrupted) run."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    protocol: str | None = typer.Option(
+        None, "--protocol", help="craft-paper: test split of split.json, DD accuracy, τ = 25th percentile."
+    ),
 ) -> None:
     """Score generated images with CAS in an evaluator's space; write per_image.csv, summary.json,
     tables.md and ecdf.png.
@@ -77,6 +80,11 @@ def score_cas(
     from clinalign.scoring.report import ScoreCASConfig, evaluate_cas
     from clinalign.scoring.sets import EvaluationLeakageWarning
 
+    if protocol is not None:
+        from clinalign.protocols.commands import scoring_settings
+
+        settings = scoring_settings(protocol, real, real_split=real_split, dd_mode=dd_mode, tau_quantile=tau_quantile)
+        real_split, dd_mode, tau_quantile = settings["real_split"], settings["dd_mode"], settings["tau_quantile"]
     try:
         config = ScoreCASConfig(
             methods=_parse_methods(generated, method),

@@ -121,3 +121,23 @@ def check_real_split(real: str | os.PathLike[str], split: str) -> Path | None:
             "split.json was written with."
         )
     return path
+
+
+def scoring_settings(
+    protocol: str, real: str | os.PathLike[str], *, real_split: str | None, dd_mode: str, tau_quantile: float
+) -> dict[str, Any]:
+    """``score-cas`` settings under a protocol (real split, DD mode, τ quantile), checked against split.json.
+
+    A flag set to a value other than the protocol's (and other than the command's default) is an
+    error. When a ``split.json`` lies beside ``real``, its test ids must be exactly the real rows scored.
+    """
+    fixed = get_protocol(protocol).scoring
+    for flag, user, default, value in (
+        ("--real-split", real_split, None, fixed.real_split),
+        ("--dd-mode", dd_mode, "accuracy", fixed.dd_mode),
+        ("--tau-quantile", tau_quantile, 0.25, fixed.tau_quantile),
+    ):
+        if user is not None and user != default and user != value:
+            raise ConfigError(f"{flag} {user} contradicts --protocol {protocol} ({value}). Drop the flag.")
+    check_real_split(real, fixed.real_split)
+    return {"real_split": fixed.real_split, "dd_mode": fixed.dd_mode, "tau_quantile": fixed.tau_quantile}
