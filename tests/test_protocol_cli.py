@@ -100,19 +100,9 @@ def test_enrich_probe_and_score_settings_follow_one_split(tmp_path, tiny_clip_di
     edited = json.loads((out / "split.json").read_text())
     edited["ids"]["test"] = edited["ids"]["test"][1:]
     (out / "split.json").write_text(json.dumps(edited))
-    code, _, err = run(
-        [
-            "score-cas",
-            "--real",
-            str(out / "enriched.jsonl"),
-            "--evaluator",
-            str(tiny_clip_dir),
-            "--probe",
-            str(probe_dir),
-        ]
-        + ["--generated", str(out), "--out", str(tmp_path / "cas"), "--protocol", "craft-paper"],
-        capsys,
-    )
+    score = ["score-cas", "--real", str(out / "enriched.jsonl"), "--evaluator", str(tiny_clip_dir)]
+    score += ["--probe", str(probe_dir), "--generated", str(out), "--out", str(tmp_path / "cas")]
+    code, _, err = run([*score, "--protocol", "craft-paper"], capsys)
     assert code == 2 and "differ from" in err and "split.json" in err
 
 
