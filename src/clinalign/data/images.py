@@ -37,6 +37,10 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageLoadError(
             f"{path}: image file not found. Check the path (relative paths resolve from the manifest)."
         )
+    from clinalign.data.dicom import is_dicom, load_dicom
+
+    if is_dicom(path):
+        return load_dicom(path)
     try:
         with Image.open(path) as handle:
             handle.load()
