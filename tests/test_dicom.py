@@ -99,7 +99,7 @@ def test_malformed_dicom_exits_2_naming_the_file(tmp_path, tiny_clip_dir, capsys
     _write(tmp_path / "good.dcm", _pixels(4))
     bad = tmp_path / "bad.dcm"
     bad.write_bytes((tmp_path / "good.dcm").read_bytes()[:400])  # truncated inside the header/pixels
-    with pytest.raises(DataError, match="bad.dcm"):
+    with pytest.raises(DataError, match=r"bad\.dcm"):
         load_image(bad)
     manifest = tmp_path / "m.csv"
     manifest.write_text("image,label,split\ngood.dcm,a,train\nbad.dcm,b,train\n")
