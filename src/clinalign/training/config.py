@@ -92,7 +92,13 @@ class TrainConfig(BaseModel):
         description="Built-in rewards to optimise, from: vdc, ccs, dd, sfs (paper: all four, equal weights).",
     )
     reward_weights: dict[str, float] = Field(
-        default_factory=dict, description="Per-reward weights by name (missing names weigh 1); normalised to sum 1."
+        default_factory=dict,
+        description="Per-reward weights by name (missing names weigh 1); see reward_weight_mode.",
+    )
+    reward_weight_mode: Literal["normalized", "raw"] = Field(
+        "normalized",
+        description="normalized: r_cam = Σ w_i r_i / Σ w_i (raising one weight lowers the others' share); raw: "
+        "r_cam = Σ w_i r_i (each weight acts alone, e.g. the CRAFT paper's App. J λ_DD sweep with the others fixed).",
     )
 
     # ---------------------------------------------------------------- LoRA

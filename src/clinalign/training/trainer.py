@@ -114,7 +114,7 @@ def build_rewards(
     return out
 
 
-def _composite(rewards: Any, weights: Mapping[str, float]) -> Any:
+def _composite(rewards: Any, weights: Mapping[str, float], mode: str = "normalized") -> Any:
     from clinalign.rewards import CompositeReward
 
     if isinstance(rewards, CompositeReward):
@@ -126,7 +126,8 @@ def _composite(rewards: Any, weights: Mapping[str, float]) -> Any:
     unknown = sorted(set(weights) - {n for n in names if isinstance(n, str)})
     if unknown:
         raise ConfigError(f"`reward_weights` names {unknown}, but the rewards are {names}.")
-    return CompositeReward(rewards, weights={n: float(weights.get(n, 1.0)) for n in names} if weights else None)
+    resolved = {n: float(weights.get(n, 1.0)) for n in names} if weights else None
+    return CompositeReward(rewards, weights=resolved, normalize=mode == "normalized")
 
 
 def _probe_classes(composite: Any) -> list[str] | None:
@@ -269,7 +270,7 @@ class DraftKTrainer:
         # ---- rewards
         if rewards is None and cfg.lambda_reward > 0:
             rewards = build_rewards(cfg.rewards, critic=cfg.critic, probe=cfg.probe, device=acc.device)
-        self.reward_fn = _composite(rewards if rewards is not None else [], cfg.reward_weights)
+        self.reward_fn = _composite(rewards if rewards is not None else [], cfg.reward_weights, cfg.reward_weight_mode)
         if cfg.lambda_reward > 0 and self.reward_fn is None:
             raise ConfigError(
                 "`lambda_reward` > 0 but no rewards were given; pass rewards=[...] or set lambda_reward 0."
