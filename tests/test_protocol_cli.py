@@ -82,6 +82,13 @@ def test_enrich_probe_and_score_settings_follow_one_split(tmp_path, tiny_clip_di
     config = json.loads((out / "enrich_config.json").read_text())
     assert config["critic_max_tokens"] == 64
 
+    # training reads the same split: train_split keeps the split.json's train ids
+    from clinalign.training.data import load_examples
+
+    train_rows = load_examples(out / "enriched.jsonl", split="train")
+    assert sorted(e.id for e in train_rows) == split["ids"]["train"]
+    assert all(e.prompt.startswith("H&E breast histopathology") for e in train_rows)
+
     # probe train --protocol: the split.json's train ids, no validation hold-out
     probe_dir = tmp_path / "probe"
     argv = ["probe", "train", "--critic", str(tiny_clip_dir), "--manifest", str(out / "enriched.jsonl")]

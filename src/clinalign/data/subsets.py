@@ -349,3 +349,35 @@ def select_records(
             raise ConfigError("--shots keeps K images per class of the train split, but no record is in 'train'.")
         out = few_shot(out, shots, seed=seed)
     return out
+
+
+def rows_of_split(
+    rows: Sequence[Mapping[str, Any]], split: str, *, source: str | os.PathLike[str] | None = None
+) -> list[Mapping[str, Any]]:
+    """The rows (dicts with ``id`` and maybe ``split``) of ``split``.
+
+    The split of a row comes from the ``split.json`` beside ``source`` when there is one (a row it does
+    not list is an error), else from the row's own ``split`` field.
+    """
+    manifest_path = find_split_manifest(source) if source is not None else None
+    where = str(source) if source is not None else "rows"
+    if manifest_path is not None:
+        split_of = SplitManifest.read(manifest_path).split_of()
+        stray = [str(r.get("id")) for r in rows if str(r.get("id")) not in split_of]
+        if stray:
+            raise DataError(
+                f"{where}: {len(stray)} row(s) are not in {manifest_path} (first: {stray[0]!r}); the file and the "
+                "split.json come from different runs."
+            )
+        chosen = [r for r in rows if split_of[str(r.get("id"))] == split]
+    else:
+        if any(r.get("split") in (None, "") for r in rows):
+            raise DataError(
+                f"{where}: split {split!r} asked but rows have no 'split' field and there is no split.json beside "
+                "the file. Enrich with --protocol or --split-file, or drop the split option."
+            )
+        chosen = [r for r in rows if r.get("split") == split]
+    if not chosen:
+        present = sorted({str(r.get("split")) for r in rows})
+        raise DataError(f"{where}: no rows of split {split!r} (rows have splits {present}).")
+    return chosen

@@ -73,6 +73,12 @@ class TrainConfig(BaseModel):
     eval_data: str | None = Field(
         None, description="Held-out rows (same format as train_data) for periodic evaluation."
     )
+    train_split: str | None = Field(
+        None,
+        description="Use only train_data rows of this split (their 'split' field, or the split.json beside the file "
+        "that `clinalign enrich` wrote); None uses every row.",
+    )
+    eval_split: str | None = Field(None, description="Like train_split, for eval_data.")
     resolution: int = Field(512, description="Square image size in pixels (paper: 512 for SD 2.1 base).", gt=0)
 
     # ---------------------------------------------------------------- sampling

@@ -284,7 +284,7 @@ class DraftKTrainer:
             raise ConfigError("no training data: pass train_data=... or set `train_data` in the config.")
         self.train_examples = load_examples(
             source, checklists=self._checklists, prompt_template=cfg.prompt_template,
-            require_checklist=need_checklist, what="train_data",
+            require_checklist=need_checklist, what="train_data", split=cfg.train_split,
         )  # fmt: skip
         self.class_names = class_names_for(self.train_examples, _probe_classes(self.reward_fn))
         self.order = MicroBatchOrder(
@@ -296,7 +296,11 @@ class DraftKTrainer:
         self.eval_examples: list[TrainExample] = []
         if eval_source is not None:
             self.eval_examples = load_examples(
-                eval_source, checklists=self._checklists, prompt_template=cfg.prompt_template, what="eval_data"
+                eval_source,
+                checklists=self._checklists,
+                prompt_template=cfg.prompt_template,
+                what="eval_data",
+                split=cfg.eval_split,
             )[: max(cfg.eval_max_prompts, cfg.num_sample_prompts)]
         if eval_rewards is None and cfg.eval_critic is not None and self.eval_examples:
             names = ["vdc", "sfs"] + (["ccs"] if all(e.checklist for e in self.eval_examples) else [])
