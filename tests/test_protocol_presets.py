@@ -281,3 +281,25 @@ def test_existing_presets_keep_their_prompt_hash_shape():
     preset = get_preset("chexpert")
     assert preset.spec.rules.plain_language == {}
     assert len(preset.prompt_hash) == 16
+
+
+@pytest.mark.parametrize("dataset", ["chexpert", "fitzpatrick17k", "breakhis", "origa"])
+def test_paper_example_configs_load_and_use_the_protocol_defaults(dataset):
+    from pathlib import Path
+
+    from clinalign import TrainConfig
+    from clinalign.protocols import get_protocol
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"craft_paper_{dataset}.yaml"
+    config = TrainConfig.from_file(path)
+    protocol = get_protocol("craft-paper")
+    assert config.eval_critic == protocol.scoring.evaluator
+    assert (config.train_split, config.eval_split) == ("train", "test")
+    assert (config.lambda_diff, config.lambda_reward, config.num_inference_steps, config.k, config.repeats) == (
+        0.2,
+        0.8,
+        20,
+        1,
+        2,
+    )
+    assert f"--dataset {dataset}" in path.read_text() and "--protocol craft-paper" in path.read_text()
