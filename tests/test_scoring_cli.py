@@ -96,6 +96,17 @@ def test_score_cas_cli_end_to_end(world, tiny_clip_dir, tmp_path, capsys):
         assert tail["p10"] == pytest.approx(np.quantile(cas, 0.1), abs=1e-9)
         assert tail["mean"] == pytest.approx(cas.mean(), abs=1e-9)
         assert tail["n"] == cas.size
+        # per seed: each run's own tail, and their average (Table 14's n = one test set)
+        runs = summary["methods"][method]["runs"]
+        per_run = []
+        for run in runs:
+            run_cas = np.array([float(r["cas"]) for r in rows if r["method"] == method and r["run"] == run["run"]])
+            assert run["tail"]["frac_below"] == pytest.approx(np.mean(run_cas < tau), abs=1e-12)
+            assert run["tail"]["n"] == run_cas.size
+            per_run.append(np.mean(run_cas < tau))
+        per_seed = summary["methods"][method]["tail_per_seed"]
+        assert per_seed["n_runs"] == len(runs) and per_seed["frac_below"] == pytest.approx(np.mean(per_run))
+        assert per_seed["frac_below_std"] == pytest.approx(np.std(per_run, ddof=1) if len(per_run) > 1 else 0.0)
         # per-row primitives average to CAS
         prims = np.array([[float(r[k]) for k in ("vdc", "ccs", "dd", "sfs")] for r in rows if r["method"] == method])
         np.testing.assert_allclose(prims.mean(axis=1), cas, atol=1e-9)

@@ -73,6 +73,8 @@ ENRICH_HELP = "\n\n".join(
         "  clinalign enrich --dataset generic --manifest data/manifest.csv --model medgemma "
         "--base-url http://localhost:8000/v1 --concurrency 16 --out out/gen",
         "  clinalign enrich --dataset origa --data-root data/origa --model gpt-4o --dry-run",
+        "  clinalign enrich --dataset breakhis --data-root data/BreaKHis_v1 --protocol craft-paper --model gpt-4o "
+        "--out out/breakhis_paper",
     ]
 )
 
@@ -84,6 +86,7 @@ CHECKLISTS_HELP = "\n\n".join(
         "passed to `clinalign enrich --checklists`.",
         "Examples:",
         "  clinalign checklists --dataset chexpert",
+        "  clinalign checklists --dataset fitzpatrick17k --protocol craft-paper",
         "  clinalign checklists --dataset breakhis --generate --model gpt-4o --out out/checklists",
     ]
 )
@@ -123,16 +126,7 @@ def _parse_fractions(text: str) -> dict[str, float]:
     return fractions
 
 
-def _load_records(
-    dataset: str,
-    data_root: Path | None,
-    flags: dict[str, Any],
-    split: str | None,
-    split_fractions: str | None,
-    seed: int,
-) -> list[Any]:
-    from clinalign.data import load_dataset, patient_split
-
+def _loader_options(dataset: str, flags: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for flag, value in flags.items():
         if value is None:
@@ -143,7 +137,20 @@ def _load_records(
                 f"--{flag.replace('_', '-')} does not apply to --dataset {dataset} (only to {', '.join(allowed)})."
             )
         options[_LOADER_KWARG.get(flag, flag)] = value
-    loaded = load_dataset(dataset, data_root, **options)
+    return options
+
+
+def _load_records(
+    dataset: str,
+    data_root: Path | None,
+    flags: dict[str, Any],
+    split: str | None,
+    split_fractions: str | None,
+    seed: int,
+) -> list[Any]:
+    from clinalign.data import load_dataset, patient_split
+
+    loaded = load_dataset(dataset, data_root, **_loader_options(dataset, flags))
     typer.echo(f"{dataset}: {loaded.summary()}", err=True)
     records = loaded.records
     if split_fractions is not None:
@@ -157,6 +164,59 @@ def _load_records(
                 "assign patient-level splits with --split-fractions train=0.8,val=0.1,test=0.1."
             )
     return records
+
+
+def _select(
+    dataset: str,
+    data_root: Path | None,
+    flags: dict[str, Any],
+    split: str | None,
+    split_fractions: str | None,
+    seed: int,
+    protocol: str | None,
+    classes: list[str] | None,
+    per_class: int | None,
+    shots: int | None,
+    split_file: Path | None,
+) -> tuple[list[Any], Any]:
+    """Records to enrich and the split.json to write beside them (None when records carry no split)."""
+    from clinalign.data.subsets import SplitManifest, select_records
+
+    if protocol is None:
+        records = _load_records(dataset, data_root, flags, None, split_fractions, seed)
+        records = select_records(
+            records, seed=seed, classes=classes, per_class=per_class, shots=shots, split_file=split_file
+        )
+        has_split = bool(records) and all(r.split is not None for r in records)
+        manifest = SplitManifest.from_records(records, seed=seed, dataset=dataset) if has_split else None
+    else:
+        from clinalign.protocols.commands import protocol_records
+
+        if split_fractions is not None:
+            raise ConfigError(f"--split-fractions contradicts --protocol {protocol}, which fixes the split.")
+        run = protocol_records(
+            protocol,
+            dataset,
+            data_root,
+            _loader_options(dataset, flags),
+            seed=seed,
+            classes=classes,
+            per_class=per_class,
+            shots=shots,
+            split_file=split_file,
+        )
+        typer.echo(f"{dataset}: {run.loaded_summary}", err=True)
+        typer.echo(f"protocol {protocol}: {run.prepared.summary()}", err=True)
+        records, manifest = run.prepared.records, run.prepared.split
+    if split is not None:
+        available = sorted({str(r.split) for r in records})
+        records = [r for r in records if r.split == split]
+        if not records:
+            raise DataError(
+                f"no {dataset} records with split {split!r} (splits present: {available}). Pick one of those, or "
+                "assign patient-level splits with --split-fractions train=0.8,val=0.1,test=0.1."
+            )
+    return records, manifest
 
 
 def _config(**values: Any):
@@ -228,6 +288,17 @@ def register(app: typer.Typer) -> None:
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show prompt, schema and first request; send nothing."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log retries and repair turns."),
+        # --- protocol and record selection (docs/protocol.md)
+        protocol: str | None = typer.Option(
+            None, help="Published protocol, e.g. craft-paper: its preset, classes, split; writes OUT/split.json."
+        ),
+        classes: list[str] | None = typer.Option(None, "--classes", help="Keep only these classes (repeatable)."),
+        per_class: int | None = typer.Option(None, help="Sample N records per class in every split (seeded)."),
+        shots: int | None = typer.Option(None, help="Keep K records per class of the train split (few-shot)."),
+        split_file: Path | None = typer.Option(None, help="CSV id,split pinning the ids of each split."),
+        critic_tokenizer: list[str] | None = typer.Option(
+            None, "--critic-tokenizer", help="Tokenizer of a critic/evaluator reading t_ep and t_c (repeatable)."
+        ),
     ) -> None:
         from clinalign.cli._output import claim, pixel_limit
         from clinalign.enrich import dry_run as make_dry_run
@@ -244,6 +315,10 @@ def register(app: typer.Typer) -> None:
         pixel_limit(max_image_pixels)
         if dataset == "generic" and manifest is None:
             raise ConfigError("--dataset generic needs --manifest FILE (a CSV or JSONL with image and label columns).")
+        if protocol is not None:
+            from clinalign.protocols.commands import protocol_preset
+
+            preset = protocol_preset(protocol, dataset, preset)
         preset_name = preset or (dataset if dataset in available_presets() else "generic")
         chosen = get_preset(preset_name)
         config = _config(
@@ -265,6 +340,7 @@ def register(app: typer.Typer) -> None:
             price_output_per_mtok=price_output,
             retry_failures=retry_failures,
             progress=progress,
+            critic_tokenizers=critic_tokenizer or None,
         )
         flags = {
             "csv": csv,
@@ -275,7 +351,13 @@ def register(app: typer.Typer) -> None:
             "manifest": manifest,
             "encoding": encoding,
         }
-        records = _load_records(dataset, data_root, flags, split, split_fractions, seed)
+        records, split_manifest = _select(
+            dataset, data_root, flags, split, split_fractions, seed, protocol, classes, per_class, shots, split_file
+        )
+        if protocol is not None and not critic_tokenizer:
+            from clinalign.protocols import get_protocol
+
+            config.critic_max_tokens = get_protocol(protocol).critic_max_tokens
         if dry_run:
             typer.echo(make_dry_run(records, chosen, config))
             return
@@ -291,6 +373,8 @@ def register(app: typer.Typer) -> None:
             # sys.exit, not typer.Exit: the exit code must survive the non-standalone app call in cli.main
             typer.echo(f"Interrupted: finished records are saved in {out}; rerun the same command to resume.", err=True)
             sys.exit(130)
+        if split_manifest is not None:
+            split_manifest.write(out)  # type: ignore[arg-type]
         typer.echo(result.summary_table())
         written = [p for p in (result.enriched_path, result.failures_path) if p.is_file() and p.stat().st_size]
         if written:
@@ -316,12 +400,17 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, help="Write checklists.json and checklists.yaml here."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Empty --out first."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log retries and repair turns."),
+        protocol: str | None = typer.Option(None, help="Published protocol, e.g. craft-paper (with --dataset)."),
     ) -> None:
         from clinalign.cli._output import claim
         from clinalign.enrich import builtin_checklists, generate_checklists, get_preset
         from clinalign.utils.outdir import existing_entries
 
         _setup_logging(verbose)
+        if protocol is not None:
+            from clinalign.protocols.commands import protocol_preset
+
+            dataset, preset = None, protocol_preset(protocol, dataset, preset)
         if (dataset is None) == (preset is None):
             raise ConfigError("pass exactly one of --dataset NAME or --preset NAME_OR_YAML.")
         if out is not None:

@@ -12,6 +12,21 @@ from clinalign.data.images import DEFAULT_MAX_IMAGE_PIXELS
 probe_app = typer.Typer(help="Linear probes on frozen critic embeddings (the DD reward and CAS's DD).")
 
 
+def _records(manifest: Path, image_root: Path | None, split: str | None, encoding: str = "utf-8") -> list:
+    """Manifest rows (split from the split.json beside the manifest when there is one), filtered to ``split``."""
+    from clinalign.data.manifest import read_manifest
+    from clinalign.errors import DataError
+    from clinalign.protocols.commands import records_with_split
+
+    records = records_with_split(read_manifest(manifest, image_root=image_root, encoding=encoding), manifest)
+    if split is None:
+        return records
+    chosen = [r for r in records if r.split == split]
+    if not chosen:
+        raise DataError(f"{manifest}: the manifest has no rows with split '{split}'.")
+    return chosen
+
+
 @probe_app.command("train")
 def train(
     critic: str = typer.Option(..., help="Critic: hub id, local directory, or 'open_clip:<model>'."),
@@ -41,6 +56,9 @@ def train(
     ),
     encoding: str = typer.Option("utf-8", help="Text encoding of the manifest."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    protocol: str | None = typer.Option(
+        None, help="craft-paper: no validation hold-out, 50 epochs, Adam 1e-3, batch 256; split from split.json."
+    ),
 ) -> None:
     """Embed real labelled images with a critic and fit its DD probe.
 
@@ -50,18 +68,24 @@ def train(
     """
     from clinalign.cli._output import claim, pixel_limit
     from clinalign.critics import load_critic
-    from clinalign.data.manifest import read_manifest
     from clinalign.errors import ConfigError
     from clinalign.probe_training import split_for_validation, train_probe
     from clinalign.utils.outdir import check_output_path, existing_entries
 
+    if protocol is not None:
+        from clinalign.protocols.commands import probe_settings
+
+        given = {"val_fraction": val_fraction, "epochs": epochs, "lr": lr, "batch_size": batch_size}
+        defaults = {"val_fraction": 0.1, "epochs": 50, "lr": 1e-3, "batch_size": 256}
+        settings = probe_settings(protocol, given, defaults)
+        val_fraction, epochs, lr, batch_size = (settings[k] for k in ("val_fraction", "epochs", "lr", "batch_size"))
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
     check_output_path(out)
     pixel_limit(max_image_pixels)
-    train_records = read_manifest(manifest, image_root=image_root, split=split or None, encoding=encoding)
+    train_records = _records(manifest, image_root, split or None, encoding)
     if val_split:
-        val_records = read_manifest(manifest, image_root=image_root, split=val_split, encoding=encoding)
+        val_records = _records(manifest, image_root, val_split, encoding)
     else:
         train_records, val_records = split_for_validation(train_records, val_fraction=val_fraction, seed=seed)
     # an interrupted run left only its embedding cache: continuing reuses it; a finished probe is not overwritten

@@ -69,6 +69,9 @@ def score_cas(
         "--max-image-pixels",
         help="Refuse images with more pixels (decompression bombs); 0: no limit.",
     ),
+    protocol: str | None = typer.Option(
+        None, "--protocol", help="craft-paper: test split of split.json, DD accuracy, τ = 25th percentile."
+    ),
 ) -> None:
     """Score generated images with CAS in an evaluator's space; write per_image.csv, summary.json,
     tables.md and ecdf.png.
@@ -92,6 +95,14 @@ def score_cas(
     from clinalign.scoring.sets import EvaluationLeakageWarning
     from clinalign.utils.outdir import check_output_path, existing_entries
 
+    if protocol is not None:
+        from clinalign.protocols.commands import scoring_settings
+
+        settings = scoring_settings(
+            protocol, real, real_split=real_split, dd_mode=dd_mode.value, tau_quantile=tau_quantile
+        )
+        real_split, tau_quantile = settings["real_split"], settings["tau_quantile"]
+        dd_mode = DDMode(settings["dd_mode"])
     try:
         config = ScoreCASConfig(
             methods=_parse_methods(generated, method),

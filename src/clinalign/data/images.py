@@ -95,6 +95,10 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | _Default | Non
         raise ImageLoadError(
             f"{path}: image file not found. Check the path (relative paths resolve from the manifest)."
         )
+    from clinalign.data.dicom import is_dicom, load_dicom
+
+    if is_dicom(path):
+        return load_dicom(path)
     try:
         with _open_header(path) as handle:
             width, height = handle.size

@@ -32,6 +32,7 @@ class ChecklistResult:
         source: label -> ``"built-in"`` or ``"generated"``.
         failures: label -> ``"reason: detail"`` for classes whose generation failed.
         missing: classes asked for that have no built-in checklist.
+        trimmed: label -> attributes shortened so ``t_c`` fits the critic's token limit.
         usage: token usage of generation.
         cost: the usage / estimated-cost line (generation only).
     """
@@ -41,6 +42,7 @@ class ChecklistResult:
     source: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    trimmed: dict[str, list[str]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     cost: str | None = None
 
@@ -66,6 +68,8 @@ class ChecklistResult:
             lines.append(f"{label}: no built-in checklist (use --generate or a custom preset)")
         for label, reason in self.failures.items():
             lines.append(f"{label}: generation failed ({reason})")
+        for label, attributes in self.trimmed.items():
+            lines.append(f"{label}: t_c trimmed to fit the token limit in {', '.join(attributes)}")
         if self.cost:
             lines.append(self.cost)
         return "\n".join(lines).rstrip() + "\n"
@@ -73,7 +77,12 @@ class ChecklistResult:
     def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:
         """Write ``checklists.json`` (attributes, t_c, source, failures) and ``checklists.yaml``; return the paths."""
         out = Path(out_dir)
-        data = {"checklists": self.to_dict(), "failures": self.failures, "missing": self.missing}
+        data = {
+            "checklists": self.to_dict(),
+            "failures": self.failures,
+            "missing": self.missing,
+            "trimmed": self.trimmed,
+        }
         write_json(out / "checklists.json", data)
         atomic_write_text(out / "checklists.yaml", self.to_preset_yaml())
         return [out / "checklists.json", out / "checklists.yaml"]
@@ -105,7 +114,10 @@ def builtin_checklists(
             result.missing.append(label)
             continue
         result.checklists[label] = dict(checklist)
-        result.texts[label] = preset.render_checklist(label, token_counter=token_counter, max_tokens=max_tokens) or ""
+        fitted = preset.fit_checklist(label, token_counter=token_counter, max_tokens=max_tokens)
+        result.texts[label] = fitted.text if fitted is not None else ""
+        if fitted is not None and fitted.changed:
+            result.trimmed[label] = fitted.changed
         result.source[label] = "built-in"
     return result
 
@@ -144,12 +156,12 @@ async def agenerate_checklists(
         result.usage.add(answer.usage)
         attributes = preset.checklist_from_output(answer.output)
         result.checklists[label] = attributes
-        result.texts[label] = (
-            preset.render_checklist(
-                label, attributes, token_counter=token_counter, max_tokens=config.checklist_max_tokens
-            )
-            or ""
+        fitted = preset.fit_checklist(
+            label, attributes, token_counter=token_counter, max_tokens=config.checklist_max_tokens
         )
+        result.texts[label] = fitted.text if fitted is not None else ""
+        if fitted is not None and fitted.changed:
+            result.trimmed[label] = fitted.changed
         result.source[label] = "generated"
 
     try:

@@ -67,6 +67,17 @@ class EnrichConfig(BaseModel):
     tokenizer: str | None = Field(
         default=None, description="Tokenizer (hub id or folder) to count t_ep tokens exactly; None uses an estimate."
     )
+    critic_tokenizers: list[str] = Field(
+        default_factory=list,
+        description="Tokenizers (hub ids or folders) of the critics and evaluators that will read t_ep and t_c; "
+        "each one's own limit (model_max_length, 64 for SigLIP/MedSigLIP) applies, and t_ep/t_c fit the smallest.",
+    )
+    critic_max_tokens: int | None = Field(
+        default=None,
+        ge=8,
+        description="Limit of critics/evaluators whose tokenizer is not given (counted with the t_ep tokenizer as "
+        "an estimate); applies to t_ep and t_c. None: no such limit.",
+    )
     price_input_per_mtok: float | None = Field(
         default=None, ge=0, description="USD per 1M prompt tokens for the cost estimate; None looks the model up."
     )

@@ -8,7 +8,8 @@ import html
 import importlib.util
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from clinalign.errors import MissingDependencyError, ModelLoadError
@@ -140,3 +141,76 @@ def truncate_words(text: str, max_tokens: int, counter: TokenCounter) -> str:
         else:
             hi = mid - 1
     return " ".join(words[:lo]).rstrip(",;:-")
+
+
+@dataclass(frozen=True)
+class TokenLimit:
+    """One reader of a text: its name (e.g. ``generator`` or ``critic google/medsiglip-448``), counter and limit."""
+
+    name: str
+    counter: TokenCounter
+    max_tokens: int
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.max_tokens} tokens)"
+
+
+class TokenBudget:
+    """Every tokenizer that will read a text (t_ep: the generator's and each critic's; t_c: each critic's).
+
+    A text fits the budget when it fits every limit. :meth:`count` turns that into one number, so the
+    single-counter fitting code (``Preset.render``, ``Preset.fit_checklist``) fits all limits at once:
+    ``count(text) = max_i(count_i(text) - limit_i) + min_i(limit_i)``, which is ``<= max_tokens`` exactly
+    when every ``count_i(text) <= limit_i``.
+    """
+
+    def __init__(self, limits: Sequence[TokenLimit]) -> None:
+        if not limits:
+            raise ValueError("a TokenBudget needs at least one TokenLimit")
+        self.limits = list(limits)
+
+    @property
+    def max_tokens(self) -> int:
+        return min(limit.max_tokens for limit in self.limits)
+
+    def count(self, text: str) -> int:
+        return max(limit.counter(text) - limit.max_tokens for limit in self.limits) + self.max_tokens
+
+    def fits(self, text: str) -> bool:
+        return all(limit.counter(text) <= limit.max_tokens for limit in self.limits)
+
+    def binding(self, text: str) -> TokenLimit | None:
+        """The limit ``text`` overshoots most (None when it fits all)."""
+        over = [(limit.counter(text) - limit.max_tokens, i) for i, limit in enumerate(self.limits)]
+        worst, index = max(over)
+        return self.limits[index] if worst > 0 else None
+
+    def describe(self) -> str:
+        return ", ".join(limit.describe() for limit in self.limits)
+
+
+def token_limit_from_tokenizer(name_or_path: str, *, role: str = "critic", max_tokens: int | None = None) -> TokenLimit:
+    """A :class:`TokenLimit` from a Hugging Face tokenizer; the limit is its ``model_max_length`` unless given."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - transformers is a core dependency
+        raise MissingDependencyError("transformers", "counting tokens with a real tokenizer") from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load the tokenizer of {name_or_path!r} ({exc}). Pass a local model/tokenizer folder or a "
+            "hub id that is in the local cache."
+        ) from exc
+    limit = max_tokens if max_tokens is not None else int(tokenizer.model_max_length)
+    if limit <= 0 or limit > 100_000:
+        raise ModelLoadError(
+            f"the tokenizer of {name_or_path!r} does not state its text length (model_max_length="
+            f"{tokenizer.model_max_length}); pass the limit explicitly."
+        )
+
+    def count(text: str) -> int:
+        # verbose=False: over-long texts are expected here (that is what is being measured)
+        return len(tokenizer(text, truncation=False, verbose=False)["input_ids"])
+
+    return TokenLimit(name=f"{role} {name_or_path}", counter=count, max_tokens=limit)

@@ -21,7 +21,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from clinalign.data.records import Record
+from clinalign.enrich.budgets import fit_prompt, text_budgets
 from clinalign.enrich.client import (
     ChatClient,
     EndpointError,
@@ -41,7 +42,7 @@ from clinalign.enrich.client import (
 from clinalign.enrich.config import EnrichConfig
 from clinalign.enrich.presets import Preset
 from clinalign.enrich.pricing import Usage, cost_line
-from clinalign.enrich.render import TokenCounter, clip_token_count, token_counter_from_tokenizer
+from clinalign.enrich.render import TokenBudget, TokenCounter, clip_token_count, token_counter_from_tokenizer
 from clinalign.errors import ConfigError, DataError
 from clinalign.utils.io import append_jsonl, atomic_write_text, write_json
 from clinalign.utils.jsonl import repair_jsonl
@@ -87,6 +88,7 @@ class EnrichResult:
     repairs: int
     elapsed: float
     cost: str
+    trimmed: dict[str, int] = field(default_factory=dict)
 
     @property
     def enriched_path(self) -> Path:
@@ -120,6 +122,9 @@ class EnrichResult:
             shown = ", ".join(self.unreadable_images[:5])
             more = f" and {len(self.unreadable_images) - 5} more" if len(self.unreadable_images) > 5 else ""
             lines.append(f"Unreadable images: {shown}{more}.")
+        if self.trimmed:
+            shown = ", ".join(f"{k}: {v}" for k, v in sorted(self.trimmed.items()))
+            lines.append(f"Trimmed to fit token limits (text: limit that forced it: count): {shown}.")
         lines.append(self.cost)
         return "\n".join(lines)
 
@@ -278,7 +283,7 @@ class _Run:
         client: ChatClient,
         secret: str,
         checklist_texts: dict[str, str | None],
-        token_counter: TokenCounter,
+        prompt_budget: TokenBudget,
     ) -> None:
         self.records = records
         self.preset = preset
@@ -287,7 +292,8 @@ class _Run:
         self.client = client
         self.secret = secret
         self.checklist_texts = checklist_texts
-        self.token_counter = token_counter
+        self.prompt_budget = prompt_budget
+        self.trimmed: Counter[str] = Counter()
         self.write_lock = asyncio.Lock()
         self.pending_writes: set[asyncio.Future[None]] = set()
         self.usage = Usage()
@@ -356,9 +362,9 @@ class _Run:
         self.usage.add(answer.usage)
         self.repairs += answer.repairs
         fields = answer.output.model_dump(mode="json")
-        t_ep = self.preset.render(
-            fields, record.label, token_counter=self.token_counter, max_tokens=config.prompt_max_tokens
-        )
+        t_ep, trimmed_by = fit_prompt(self.preset, fields, record.label, self.prompt_budget)
+        if trimmed_by is not None:
+            self.trimmed[f"t_ep: {trimmed_by.describe()}"] += 1
         row = enriched_row(
             record,
             self.preset,
@@ -445,12 +451,22 @@ async def aenrich(
         pending = [r for r in pending if r.id not in previous_failures]
 
     labels = sorted({r.label for r in records})
+    prompt_budget, checklist_budget = text_budgets(preset, config, counter)
     checklist_texts: dict[str, str | None] = {}
+    checklist_trims: Counter[str] = Counter()
     for label in labels:
         source = (checklists or {}).get(label)
-        checklist_texts[label] = preset.render_checklist(
-            label, source, token_counter=counter, max_tokens=config.checklist_max_tokens
+        fitted = preset.fit_checklist(
+            label, source, token_counter=checklist_budget.count, max_tokens=checklist_budget.max_tokens
         )
+        checklist_texts[label] = None if fitted is None else fitted.text
+        if fitted is not None and not fitted.fits:
+            logger.warning("t_c of %r exceeds %s even cut to one attribute", label, checklist_budget.describe())
+        if fitted is not None and fitted.changed:
+            full = preset.fit_checklist(label, source, token_counter=lambda _: 0, max_tokens=10**9)
+            binding = checklist_budget.binding(full.text) if full is not None else None
+            checklist_trims[f"t_c: {binding.describe() if binding else checklist_budget.describe()}"] += 1
+            logger.info("t_c of %r trimmed to fit (%s): %s", label, checklist_budget.describe(), fitted.changed)
     missing = [label for label, text in checklist_texts.items() if text is None]
     if missing:
         logger.warning(
@@ -472,7 +488,7 @@ async def aenrich(
     )
 
     client = ChatClient(config, api_key, sleep=sleep or asyncio.sleep)
-    run = _Run(records, preset, config, out, client, api_key, checklist_texts, counter)
+    run = _Run(records, preset, config, out, client, api_key, checklist_texts, prompt_budget)
     queue: asyncio.Queue[Record] = asyncio.Queue()
     for record in pending:
         queue.put_nowait(record)
@@ -533,6 +549,7 @@ async def aenrich(
         repairs=run.repairs,
         elapsed=time.perf_counter() - started,
         cost=cost_line(run.usage, config.model, config.price_input_per_mtok, config.price_output_per_mtok),
+        trimmed=dict(run.trimmed + checklist_trims),
     )
 
 

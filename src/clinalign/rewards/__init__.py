@@ -7,7 +7,7 @@
 from clinalign.rewards.base import CriticReward, Reward, RewardBatch
 from clinalign.rewards.clinical import CCSReward, DDReward, SFSReward, VDCReward
 from clinalign.rewards.composite import CompositeReward, CompositeRewardOutput
-from clinalign.rewards.functional import cosine_similarity, true_class_log_prob, weighted_mean
+from clinalign.rewards.functional import cosine_similarity, true_class_log_prob, weighted_mean, weighted_sum
 
 __all__ = [
     "CCSReward",
@@ -22,4 +22,5 @@ __all__ = [
     "cosine_similarity",
     "true_class_log_prob",
     "weighted_mean",
+    "weighted_sum",
 ]

@@ -10,7 +10,7 @@ import torch
 
 from clinalign.errors import ConfigError, DataError
 from clinalign.rewards.base import CriticReward, Reward, RewardBatch
-from clinalign.rewards.functional import weighted_mean
+from clinalign.rewards.functional import weighted_mean, weighted_sum
 
 
 @dataclass
@@ -36,6 +36,8 @@ class CompositeReward:
         rewards: reward objects with unique ``name`` s.
         weights: one non-negative weight per reward, as a sequence (same order) or a mapping by name;
             ``None`` gives equal weights.
+        normalize: ``True`` divides by ``Σ w_i`` (a weighted mean); ``False`` gives the raw weighted sum
+            ``Σ w_i r_i``, so changing one weight leaves the others' contributions unchanged.
     """
 
     name = "composite"
@@ -44,6 +46,8 @@ class CompositeReward:
         self,
         rewards: Sequence[Reward],
         weights: Sequence[float] | Mapping[str, float] | None = None,
+        *,
+        normalize: bool = True,
     ) -> None:
         rewards = list(rewards)
         if not rewards:
@@ -64,6 +68,7 @@ class CompositeReward:
             )
         self.rewards = rewards
         self.weights = self._resolve_weights(names, weights)
+        self.normalize = normalize
 
     @staticmethod
     def _resolve_weights(names: list[str], weights: Sequence[float] | Mapping[str, float] | None) -> dict[str, float]:
@@ -108,7 +113,8 @@ class CompositeReward:
                     f"[B] = [{images.shape[0]}], one value per image."
                 )
             components[reward.name] = value.float()
-        return CompositeRewardOutput(total=weighted_mean(components, self.weights), components=components)
+        combine = weighted_mean if self.normalize else weighted_sum
+        return CompositeRewardOutput(total=combine(components, self.weights), components=components)
 
     def describe(self) -> list[dict[str, Any]]:
         """JSON-friendly list of the rewards and weights (saved in training metadata)."""

@@ -20,6 +20,11 @@ def true_class_log_prob(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.
     return log_probs.gather(1, labels.to(log_probs.device).long().view(-1, 1)).squeeze(1)
 
 
+def weighted_sum(components: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Σ w_i r_i over the named per-sample components -> [B] (no normalisation by Σ w_i)."""
+    return torch.stack([components[name] * weights[name] for name in components]).sum(dim=0)
+
+
 def weighted_mean(components: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
     """Σ w_i r_i / Σ w_i over the named per-sample components -> [B]."""
     total_weight = sum(weights[name] for name in components)

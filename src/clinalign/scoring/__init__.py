@@ -28,7 +28,7 @@ from clinalign.scoring.sets import (
     read_real_set,
 )
 from clinalign.scoring.tables import Table, comparison_table, per_class_table, tail_table
-from clinalign.scoring.tail import TailAnalysis, tail_analysis
+from clinalign.scoring.tail import TailAnalysis, average_tails, tail_analysis
 
 __all__ = [
     "DD_MODES",
@@ -41,6 +41,7 @@ __all__ = [
     "ScoreCASConfig",
     "Table",
     "TailAnalysis",
+    "average_tails",
     "bootstrap_ci",
     "cas_from_primitives",
     "check_leakage",

@@ -37,7 +37,7 @@ from clinalign.scoring.sets import (
     read_real_set,
 )
 from clinalign.scoring.tables import Table, comparison_table, per_class_table, tail_table
-from clinalign.scoring.tail import TailAnalysis, tail_analysis
+from clinalign.scoring.tail import TailAnalysis, average_tails, tail_analysis
 from clinalign.utils.io import atomic_open, atomic_write_text, write_json
 
 CONFIG_NAME = "score_config.json"
@@ -114,6 +114,7 @@ class CASReport:
         real: per-image scores of the real test images (the reference distribution).
         runs: every scored generated set, grouped by method.
         tails: per-method tail analysis (images pooled over the method's seeds).
+        run_tails: per-method tail analysis of each run (seed) on its own, in ``runs`` order.
         real_tail: the real set against its own τ (fraction below is ``q`` by construction).
         tables: the method, tail and per-class tables.
         cas_definition: how CAS was computed (primitives, DD mode).
@@ -133,6 +134,7 @@ class CASReport:
     evaluator: dict[str, str]
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
+    run_tails: dict[str, list[TailAnalysis]] = field(default_factory=dict)
 
     @property
     def tau(self) -> float:
@@ -358,6 +360,10 @@ def evaluate_cas(
         method: tail_analysis(np.concatenate([r.scores.cas for r in group]), real_scores.cas, **common)
         for method, group in runs.items()
     }
+    run_tails = {
+        method: [tail_analysis(r.scores.cas, real_scores.cas, **common) for r in group]
+        for method, group in runs.items()
+    }
     results = {method: [r.scores for r in group] for method, group in runs.items()}
     tables = {
         "methods": comparison_table(results),
@@ -375,6 +381,7 @@ def evaluate_cas(
         leakage=leakage,
         evaluator={"name": evaluator.name, "fingerprint": _fingerprint(evaluator)},
         out_dir=Path(config.out),
+        run_tails=run_tails,
     )
     write_report(report, config)
     return report
@@ -462,10 +469,12 @@ def write_report(report: CASReport, config: ScoreCASConfig) -> dict[str, Path]:
                         "means": r.scores.means(),
                         "training_meta": str(r.image_set.meta_path) if r.image_set.meta_path else None,
                         "leakage": r.leakage,
+                        "tail": report.run_tails[method][i].to_dict() if report.run_tails else None,
                     }
-                    for r in group
+                    for i, r in enumerate(group)
                 ],
                 "tail": report.tails[method].to_dict(),
+                "tail_per_seed": average_tails(report.run_tails[method]) if report.run_tails else None,
             }
             for method, group in report.runs.items()
         },

@@ -101,3 +101,20 @@ def tail_analysis(
         ci_level=float(ci_level),
         resample_real=bool(resample_real),
     )
+
+
+def average_tails(tails: Sequence[TailAnalysis]) -> dict[str, float | int]:
+    """Per-seed tail statistics averaged over runs (each run one test set, as in the paper's tables).
+
+    Returns the mean and sample standard deviation (ddof=1; 0 for one run) over runs of
+    ``frac_below``, ``p10`` and ``mean``, plus ``n_runs``. Pooling all images of all runs into one
+    :func:`tail_analysis` instead weighs runs by their size and hides the spread between seeds.
+    """
+    if not tails:
+        raise ValueError("average_tails needs at least one TailAnalysis")
+    out: dict[str, float | int] = {"n_runs": len(tails)}
+    for key in ("frac_below", "p10", "mean"):
+        values = np.array([getattr(t, key) for t in tails], dtype=np.float64)
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out

@@ -81,6 +81,12 @@ class TrainConfig(BaseModel):
     eval_data: str | None = Field(
         None, description="Held-out rows (same format as train_data) for periodic evaluation."
     )
+    train_split: str | None = Field(
+        None,
+        description="Use only train_data rows of this split (their 'split' field, or the split.json beside the file "
+        "that `clinalign enrich` wrote); None uses every row.",
+    )
+    eval_split: str | None = Field(None, description="Like train_split, for eval_data.")
     resolution: int = Field(512, description="Square image size in pixels (paper: 512 for SD 2.1 base).", gt=0)
 
     # ---------------------------------------------------------------- sampling
@@ -100,7 +106,13 @@ class TrainConfig(BaseModel):
         description="Built-in rewards to optimise, from: vdc, ccs, dd, sfs (paper: all four, equal weights).",
     )
     reward_weights: dict[str, float] = Field(
-        default_factory=dict, description="Per-reward weights by name (missing names weigh 1); normalised to sum 1."
+        default_factory=dict,
+        description="Per-reward weights by name (missing names weigh 1); see reward_weight_mode.",
+    )
+    reward_weight_mode: Literal["normalized", "raw"] = Field(
+        "normalized",
+        description="normalized: r_cam = Σ w_i r_i / Σ w_i (raising one weight lowers the others' share); raw: "
+        "r_cam = Σ w_i r_i (each weight acts alone, e.g. the CRAFT paper's App. J λ_DD sweep with the others fixed).",
     )
 
     # ---------------------------------------------------------------- LoRA

@@ -93,12 +93,14 @@ def load_examples(
     prompt_template: str = "{label}",
     require_checklist: bool = False,
     what: str = "train_data",
+    split: str | None = None,
 ) -> list[TrainExample]:
     """Read rows from an enriched JSONL, a manifest (CSV/TSV/JSONL) or a sequence of dicts.
 
     Field names: ``image`` (path, relative to the file's folder, or PIL image), ``label``, ``prompt``
     or ``t_ep`` (else ``prompt_template`` with the label), ``checklist`` or ``t_c`` (else the
-    ``checklists`` entry for the label), optional ``id``.
+    ``checklists`` entry for the label), optional ``id``. With ``split``, only rows of that split are
+    kept (see :func:`clinalign.data.subsets.rows_of_split`).
     """
     from clinalign.utils.io import read_jsonl
 
@@ -122,6 +124,10 @@ def load_examples(
     else:
         rows = list(source)
         where = what
+    if split is not None:
+        from clinalign.data.subsets import rows_of_split
+
+        rows = rows_of_split(rows, split, source=source if isinstance(source, (str, os.PathLike)) else None)
     if not rows:
         raise DataError(f"{where}: no rows.")
     checklists = dict(checklists or {})

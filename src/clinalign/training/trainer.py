@@ -118,7 +118,7 @@ def build_rewards(
     return out
 
 
-def _composite(rewards: Any, weights: Mapping[str, float]) -> Any:
+def _composite(rewards: Any, weights: Mapping[str, float], mode: str = "normalized") -> Any:
     from clinalign.rewards import CompositeReward
 
     if isinstance(rewards, CompositeReward):
@@ -130,7 +130,8 @@ def _composite(rewards: Any, weights: Mapping[str, float]) -> Any:
     unknown = sorted(set(weights) - {n for n in names if isinstance(n, str)})
     if unknown:
         raise ConfigError(f"`reward_weights` names {unknown}, but the rewards are {names}.")
-    return CompositeReward(rewards, weights={n: float(weights.get(n, 1.0)) for n in names} if weights else None)
+    resolved = {n: float(weights.get(n, 1.0)) for n in names} if weights else None
+    return CompositeReward(rewards, weights=resolved, normalize=mode == "normalized")
 
 
 def _probe_classes(composite: Any) -> list[str] | None:
@@ -299,7 +300,7 @@ class DraftKTrainer:
         # ---- rewards
         if rewards is None and cfg.lambda_reward > 0:
             rewards = build_rewards(cfg.rewards, critic=cfg.critic, probe=cfg.probe, device=acc.device)
-        self.reward_fn = _composite(rewards if rewards is not None else [], cfg.reward_weights)
+        self.reward_fn = _composite(rewards if rewards is not None else [], cfg.reward_weights, cfg.reward_weight_mode)
         if cfg.lambda_reward > 0 and self.reward_fn is None:
             raise ConfigError(
                 "`lambda_reward` > 0 but no rewards were given; pass rewards=[...] or set lambda_reward 0."
@@ -313,7 +314,7 @@ class DraftKTrainer:
             raise ConfigError("no training data: pass train_data=... or set `train_data` in the config.")
         self.train_examples = load_examples(
             source, checklists=self._checklists, prompt_template=cfg.prompt_template,
-            require_checklist=need_checklist, what="train_data",
+            require_checklist=need_checklist, what="train_data", split=cfg.train_split,
         )  # fmt: skip
         self.class_names = class_names_for(self.train_examples, _probe_classes(self.reward_fn))
         self.order = MicroBatchOrder(
@@ -325,7 +326,11 @@ class DraftKTrainer:
         self.eval_examples: list[TrainExample] = []
         if eval_source is not None:
             self.eval_examples = load_examples(
-                eval_source, checklists=self._checklists, prompt_template=cfg.prompt_template, what="eval_data"
+                eval_source,
+                checklists=self._checklists,
+                prompt_template=cfg.prompt_template,
+                what="eval_data",
+                split=cfg.eval_split,
             )[: max(cfg.eval_max_prompts, cfg.num_sample_prompts)]
         if eval_rewards is None and cfg.eval_critic is not None and self.eval_examples:
             names = ["vdc", "sfs"] + (["ccs"] if all(e.checklist for e in self.eval_examples) else [])

@@ -125,5 +125,16 @@ def _builtin_factory(filename: str) -> PresetFactory:
     return load
 
 
-for _file in ("chexpert.yaml", "fitzpatrick17k.yaml", "breakhis.yaml", "origa.yaml", "generic.yaml"):
+for _file in (
+    "chexpert.yaml",
+    "fitzpatrick17k.yaml",
+    "breakhis.yaml",
+    "origa.yaml",
+    "generic.yaml",
+    # the CRAFT paper's protocol (clinalign.protocols, `--protocol craft-paper`)
+    "chexpert_craft_paper.yaml",
+    "fitzpatrick17k_craft_paper.yaml",
+    "breakhis_craft_paper.yaml",
+    "origa_craft_paper.yaml",
+):
     register_preset(_file.removesuffix(".yaml"), _builtin_factory(_file))

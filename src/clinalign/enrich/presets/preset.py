@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, create_model, model_validator
@@ -30,19 +32,34 @@ def _word_limit(limit: int):
     return check
 
 
+def _vocabulary(spec: FieldSpec) -> list[str]:
+    """The closed vocabulary of an enum field, its ``none_value`` included."""
+    values = list(spec.values or [])
+    if spec.none_value is not None and spec.none_value not in values:
+        values.append(spec.none_value)
+    return values
+
+
+def _is_none_value(spec: FieldSpec | None, text: str) -> bool:
+    return spec is not None and spec.none_value is not None and text.strip().lower() == spec.none_value.lower()
+
+
 def _annotation(spec: FieldSpec) -> Any:
     """The pydantic type of one output field (``Field(description=...)`` reaches the JSON schema)."""
     description = spec.description
+    if spec.none_value is not None:
+        description += f' Write "{spec.none_value}" when nothing of this kind is visible.'
     if spec.type == "text":
         description += f" At most {spec.max_words} words."
         return Annotated[str, AfterValidator(_word_limit(spec.max_words or 0)), Field(description=description)]
     bounds: dict[str, Any] = {"min_length": spec.min_items}
     if spec.max_items is not None:
         bounds["max_length"] = spec.max_items
+    vocabulary = tuple(_vocabulary(spec))
     if spec.type == "enum":
-        return Annotated[Literal[tuple(spec.values or ())], Field(description=description)]  # type: ignore[misc]
+        return Annotated[Literal[vocabulary], Field(description=description)]  # type: ignore[misc]
     if spec.type == "enum_list":
-        item = Literal[tuple(spec.values or ())]  # type: ignore[misc]
+        item = Literal[vocabulary]  # type: ignore[misc]
         return Annotated[list[item], Field(description=description, **bounds)]  # type: ignore[valid-type]
     description += f" Each item at most {spec.max_words} words."
     item = Annotated[str, AfterValidator(_word_limit(spec.max_words or 0))]
@@ -72,12 +89,24 @@ class RuleSet:
 
     def violations(self, values: Mapping[str, Any], label: str | None) -> list[str]:
         forbidden = self.forbidden_for(label)
+        fields = {f.name: f for f in self.spec.fields}
         problems: list[str] = []
         for name, value in values.items():
             texts = value if isinstance(value, list) else [value]
+            spec = fields.get(name)
+            if len(texts) > 1 and any(isinstance(t, str) and _is_none_value(spec, t) for t in texts):
+                problems.append(
+                    f"field '{name}': '{spec.none_value}' means nothing of this kind is visible, so it must be "  # type: ignore[union-attr]
+                    "the only item; drop it or drop the other items"
+                )
             for text in texts:
-                if not isinstance(text, str):
+                if not isinstance(text, str) or _is_none_value(spec, text):
                     continue
+                for term in _rules.find_terms(text, self.rules.plain_language):
+                    problems.append(
+                        f"field '{name}': {text!r} uses the jargon term '{term}'; write plain words instead "
+                        f"(e.g. '{self.rules.plain_language[term]}')"
+                    )
                 if self.rules.forbid_negations:
                     for cue in _rules.find_negations(text):
                         problems.append(
@@ -92,6 +121,28 @@ class RuleSet:
                         "describe only visible signs consistent with the given label"
                     )
         return problems
+
+
+@dataclass(frozen=True)
+class FittedChecklist:
+    """A rendered ``t_c`` and what fitting it to the token budget changed.
+
+    Attributes:
+        text: the rendered ``t_c``.
+        trimmed_attributes: attributes shortened (last phrase, then last word, longest first).
+        dropped_attributes: attributes left out because even one word each did not fit (last first).
+        fits: False only when the label and one one-word attribute alone exceed the budget.
+    """
+
+    text: str
+    trimmed_attributes: list[str]
+    dropped_attributes: list[str] = dataclasses.field(default_factory=list)
+    fits: bool = True
+
+    @property
+    def changed(self) -> list[str]:
+        """Every attribute trimmed or dropped."""
+        return [*self.trimmed_attributes, *self.dropped_attributes]
 
 
 class PresetOutput(BaseModel):
@@ -161,12 +212,16 @@ class Preset:
             "schema": self.json_schema(),
             "rules": self.spec.rules.model_dump(mode="json"),
         }
+        if not payload["rules"]["plain_language"]:  # added later: presets without it keep their earlier hash
+            del payload["rules"]["plain_language"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def _check_vocabulary(self) -> None:
         """A vocabulary value that breaks a rule would make valid replies impossible: refuse the preset."""
         for field in self.spec.fields:
             for value in field.values or []:
+                if _is_none_value(field, value):
+                    continue
                 if self.spec.rules.forbid_negations and _rules.find_negations(value):
                     where = self.source or f"preset '{self.name}'"
                     raise ConfigError(
@@ -177,12 +232,12 @@ class Preset:
     # ------------------------------------------------------------------ schema and prompts
     def allowed_values(self, field: FieldSpec, label: str | None) -> list[str]:
         """The vocabulary of ``field`` minus values the rules reject for ``label`` (all values if none would remain)."""
-        values = list(field.values or [])
+        values = _vocabulary(field)
         if label is None:
             return values
         forbidden = self.ruleset.forbidden_for(label)
-        kept = [v for v in values if not _rules.find_terms(v, forbidden)]
-        return kept or values
+        kept = [v for v in values if _is_none_value(field, v) or not _rules.find_terms(v, forbidden)]
+        return kept if any(not _is_none_value(field, v) for v in kept) else values
 
     def json_schema(self, label: str | None = None) -> dict[str, Any]:
         """The JSON schema of the reply (sent as ``response_format`` when the endpoint supports it).
@@ -279,6 +334,7 @@ class Preset:
             values = values.model_dump()
         counter = token_counter or clip_token_count
         budget = max_tokens or self.spec.render.max_tokens
+        fields = {f.name: f for f in self.spec.fields}
         rendered: list[str] = []
         for segment in self.spec.render.segments:
             names = [n for _, n, _, _ in string.Formatter().parse(segment) if n]
@@ -287,6 +343,11 @@ class Preset:
                 if n == "label":
                     continue
                 value = values.get(n)
+                spec = fields.get(n)
+                if isinstance(value, list):
+                    value = [v for v in value if not (isinstance(v, str) and _is_none_value(spec, v))]
+                elif isinstance(value, str) and _is_none_value(spec, value):
+                    value = None
                 data[n] = ", ".join(value) if isinstance(value, list) else ("" if value is None else str(value))
             if names and all(data[n] == "" for n in names if n != "label") and any(n != "label" for n in names):
                 continue
@@ -327,11 +388,24 @@ class Preset:
         """Render a class checklist to ``t_c`` ("Label. Location: ...; Lesion Type: ...") within the budget.
 
         Over budget, the longest attribute is shortened first (its last comma-separated phrase, else its
-        last word), so every attribute stays represented.
+        last word), so every attribute stays represented. :meth:`fit_checklist` also says what was trimmed.
         """
+        fitted = self.fit_checklist(label, checklist, token_counter=token_counter, max_tokens=max_tokens)
+        return None if fitted is None else fitted.text
+
+    def fit_checklist(
+        self,
+        label: str,
+        checklist: Mapping[str, str] | None = None,
+        *,
+        token_counter: TokenCounter | None = None,
+        max_tokens: int | None = None,
+    ) -> FittedChecklist | None:
+        """Like :meth:`render_checklist`, returning the text and the attributes shortened to fit."""
         checklist = dict(checklist if checklist is not None else (self.checklist(label) or {}))
         if not checklist:
             return None
+        original = dict(checklist)
         counter = token_counter or clip_token_count
         budget = max_tokens or self.spec.checklist_max_tokens
         order = [a for a in self.checklist_attributes if a in checklist] + [
@@ -341,17 +415,25 @@ class Preset:
         def text() -> str:
             return f"{label}. " + "; ".join(f"{a}: {checklist[a]}" for a in order if checklist[a]) + "."
 
+        dropped: list[str] = []
         while counter(text()) > budget:
-            longest = max(order, key=lambda a: counter(checklist[a]))
+            trimmable = [a for a in order if len(checklist[a].split()) > 1]
+            if not trimmable:
+                # every attribute is down to one word: drop attributes from the end, keep at least one
+                if len(order) == 1:
+                    break
+                dropped.insert(0, order.pop())
+                continue
+            longest = max(trimmable, key=lambda a: counter(checklist[a]))
             phrases = [p.strip() for p in checklist[longest].split(",")]
-            words = checklist[longest].split()
             if len(phrases) > 1:
                 checklist[longest] = ", ".join(phrases[:-1])
-            elif len(words) > 1:
-                checklist[longest] = " ".join(words[:-1]).rstrip(",;:")
             else:
-                break
-        return text()
+                checklist[longest] = " ".join(checklist[longest].split()[:-1]).rstrip(",;:")
+        trimmed = [a for a in order if checklist[a] != original[a]]
+        return FittedChecklist(
+            text=text(), trimmed_attributes=trimmed, dropped_attributes=dropped, fits=counter(text()) <= budget
+        )
 
     @functools.cached_property
     def checklist_keys(self) -> dict[str, str]:

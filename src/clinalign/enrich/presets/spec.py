@@ -64,6 +64,12 @@ class FieldSpec(BaseModel):
     max_words: int | None = Field(default=None, ge=1, description="Word limit per text value (text, text_list).")
     min_items: int = Field(default=0, ge=0, description="Minimum list length (enum_list, text_list).")
     max_items: int | None = Field(default=None, ge=1, description="Maximum list length (enum_list, text_list).")
+    none_value: str | None = Field(
+        default=None,
+        description="A value meaning 'nothing of this kind is visible' (e.g. 'none' for support devices). It is "
+        "accepted (as the only item of a list), is not a negated finding for the negation rule, and is left out "
+        "of t_ep.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -83,6 +89,8 @@ class FieldSpec(BaseModel):
             raise ValueError(f"field '{self.name}': `values` only applies to enum and enum_list fields")
         if self.type in ("text", "text_list") and self.max_words is None:
             raise ValueError(f"field '{self.name}' is free text and needs `max_words`")
+        if self.none_value is not None and not self.none_value.strip():
+            raise ValueError(f"field '{self.name}': none_value must not be empty")
         if self.max_items is not None and self.max_items < self.min_items:
             raise ValueError(f"field '{self.name}': max_items ({self.max_items}) < min_items ({self.min_items})")
         return self
@@ -105,6 +113,11 @@ class RulesSpec(BaseModel):
     forbidden_terms: list[str] = Field(default_factory=list, description="Terms rejected for every label.")
     forbidden_terms_by_label: dict[str, list[str]] = Field(
         default_factory=dict, description="Terms rejected for one label (e.g. pathology words for 'No Finding')."
+    )
+    plain_language: dict[str, str] = Field(
+        default_factory=dict,
+        description="Jargon term -> the plain wording to use instead (e.g. erythematous: red). A reply using a "
+        "jargon term is rejected and the repair turn names the plain wording.",
     )
 
 
@@ -135,6 +148,11 @@ class PresetSpec(BaseModel):
     classes: list[str] | None = Field(
         default=None, description="The allowed labels; None accepts any label (generic presets)."
     )
+    assumptions: list[str] = Field(
+        default_factory=list,
+        description="Values in this preset that its source (e.g. a paper) does not publish and that are our own "
+        "choice; listed so users know what to edit.",
+    )
     fields: list[FieldSpec] = Field(min_length=1)
     rules: RulesSpec = Field(default_factory=RulesSpec)
     system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT)
@@ -143,6 +161,11 @@ class PresetSpec(BaseModel):
     checklist_attributes: list[str] = Field(
         default_factory=lambda: ["Location", "Lesion Type", "Shape/Size", "Color", "Texture"],
         description="Attributes of the class checklist t_c (DESIGN.md).",
+    )
+    checklist_partial: bool = Field(
+        default=False,
+        description="Allow a class checklist to use only some of checklist_attributes (the CRAFT paper's "
+        "Erythema Multiforme has no Texture); otherwise every checklist has exactly these attributes.",
     )
     checklist_max_words: int = Field(default=12, ge=1, description="Word limit per checklist attribute.")
     checklist_max_tokens: int = Field(default=64, ge=8, description="Token budget of the critic's text encoder.")
@@ -185,6 +208,14 @@ class PresetSpec(BaseModel):
                     raise ValueError(f"{where} names class(es) {stray} that are not in classes {self.classes}")
         attributes = set(self.checklist_attributes)
         for label, checklist in self.checklists.items():
+            if self.checklist_partial:
+                stray = sorted(set(checklist) - attributes)
+                if stray or not checklist:
+                    raise ValueError(
+                        f"checklist for {label!r} has attributes {sorted(checklist)}; "
+                        f"use a non-empty subset of {self.checklist_attributes}"
+                    )
+                continue
             if set(checklist) != attributes:
                 raise ValueError(
                     f"checklist for {label!r} has attributes {sorted(checklist)}; "
