@@ -15,7 +15,7 @@ import typer
 evaluate_app = typer.Typer(
     name="evaluate",
     help=(
-        "Evaluation checks beyond CAS: fd, kid, silhouette, memorization, diversity, preference, downstream. "
+        "Evaluation checks beyond CAS: fd, kid, silhouette, memorization, diversity, preference, judge, downstream. "
         "Each reads the generated sets `clinalign generate` wrote and writes CSV + JSON + PNG to --out."
     ),
     no_args_is_help=True,
@@ -350,6 +350,77 @@ def downstream(
         out=str(out),
     )
     _report(evaluate_downstream(config, progress=progress))
+
+
+@evaluate_app.command("judge")
+def judge(
+    generated: list[str] = _GENERATED,
+    method: list[str] = _METHOD,
+    out: Path = _OUT,
+    model: str = typer.Option(..., "--model", help="Multimodal model name at the endpoint."),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (vLLM, Ollama, ...)."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable with the API key."),
+    task: str = typer.Option("both", "--task", help="audit (checklist pass/fail), rank, or both."),
+    checklists: Path | None = typer.Option(None, "--checklists", help="Checklists file (class -> attributes)."),
+    n_cases: int | None = typer.Option(None, "--n-cases", help="Rank: cases to sample (default: all shared)."),
+    max_images: int | None = typer.Option(None, "--max-images", help="Audit: at most N images per method."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the case sample and candidate order."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples over cases (rank)."),
+    concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request."),
+    max_retries: int = typer.Option(5, "--max-retries", help="Retries on 429/5xx/timeouts."),
+    max_repairs: int = typer.Option(2, "--max-repairs", help="Repair turns after an invalid reply."),
+    response_format: str = typer.Option("json_schema", "--response-format", help="json_schema, json_object or text."),
+    max_tokens: int = typer.Option(800, "--max-tokens", help="Completion token limit per request."),
+    temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature."),
+    price_input: float | None = typer.Option(None, "--price-input", help="USD per 1M prompt tokens (cost estimate)."),
+    price_output: float | None = typer.Option(None, "--price-output", help="USD per 1M completion tokens."),
+) -> None:
+    """An MLLM judge through the enrichment client: (a) checklist audit, pass/fail with a reason per image
+    and attribute -> pass rates per method, class and attribute; (b) blinded ranking of each case's
+    candidates -> top-1 rates and Bradley–Terry scores. Finished requests are kept: a rerun resumes.
+
+    Example:
+
+        clinalign evaluate judge --method craft=runs/craft/gen --method lora=runs/lora/gen \\
+          --checklists checklists.json --model gpt-4o-mini --out runs/eval/judge
+    """
+    from clinalign.enrich.config import EnrichConfig
+    from clinalign.evaluation.judge import JudgeConfig, evaluate_judge
+
+    endpoint = _config(
+        EnrichConfig,
+        model=model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        request_timeout=timeout,
+        max_retries=max_retries,
+        max_repairs=max_repairs,
+        response_format=response_format,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        price_input_per_mtok=price_input,
+        price_output_per_mtok=price_output,
+        progress=False,
+    )
+    config = _config(
+        JudgeConfig,
+        methods=_methods(generated, method),
+        checklists=_str(checklists),
+        task=task,
+        n_cases=n_cases,
+        max_images=max_images,
+        seed=seed,
+        n_boot=n_boot,
+        endpoint=endpoint,
+        out=str(out),
+    )
+    result = evaluate_judge(config)
+    _report(result)
+    typer.echo(result.summary["cost"])
+    for failure in result.summary["failures"]:
+        typer.echo(f"failed: {failure}", err=True)
 
 
 @preference_app.command("export")

@@ -70,6 +70,18 @@ def _case_keys(group: MethodImages) -> dict[str, int]:
     return keyed
 
 
+def shared_cases(methods: dict[str, MethodImages]) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Per method: case key -> first image index; and the sorted case keys every method has."""
+    keyed = {m: _case_keys(g) for m, g in methods.items()}
+    common = sorted(set.intersection(*(set(k) for k in keyed.values())))
+    if not common:
+        raise DataError(
+            "the methods share no case (no ref_id or prompt every method generated for); comparing methods needs "
+            "the same held-out prompts in every set."
+        )
+    return keyed, common
+
+
 def _grid(paths: list[Path], tile: int, letters: list[str]):
     from PIL import Image, ImageDraw
 
@@ -94,13 +106,7 @@ def export_preference_kit(config: PreferenceExportConfig) -> CheckResult:
         raise ConfigError(f"a preference study compares at least 2 methods, got {len(methods)}.")
     if len(methods) > 26:
         raise ConfigError(f"at most 26 methods fit the letters A..Z, got {len(methods)}.")
-    keyed = {m: _case_keys(g) for m, g in methods.items()}
-    common = sorted(set.intersection(*(set(k) for k in keyed.values())))
-    if not common:
-        raise DataError(
-            "the methods share no case (no ref_id or prompt every method generated for); export needs the same "
-            "held-out prompts in every set."
-        )
+    keyed, common = shared_cases(methods)
     rng = np.random.default_rng(config.seed)
     chosen = list(rng.permutation(len(common)))
     if config.n_cases is not None:
