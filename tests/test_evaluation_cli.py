@@ -258,3 +258,50 @@ def test_bad_input_exits_2_naming_the_field(world, tiny_clip_dir, tmp_path, caps
     memorization = ["evaluate", "memorization", "--method", f"c={world['good']}", "--train", str(world["train"])]
     code, _, err = _run([*memorization, "--mode", "fast", "--out", str(tmp_path / "m")], capsys)
     assert code == 2 and "--mode" in err
+
+
+def test_score_cas_report_includes_evaluation_results(world, tiny_clip_dir, clip_critic, tmp_path, capsys):
+    from scoring_helpers import train_probe_dir, write_checklists
+
+    probe = tmp_path / "probe"
+    train_probe_dir(clip_critic, tmp_path, probe)
+    checklists = write_checklists(tmp_path / "checklists.json")
+    cas = tmp_path / "cas"
+    argv = ["evaluate", "fd", "--method", f"craft={world['good']}", "--real", str(world["real"])]
+    code, _, err = _run([*argv, "--evaluator", str(tiny_clip_dir), "--out", str(cas / "evaluation" / "fd")], capsys)
+    assert code == 0, err
+    fd_value = float(_csv(cas / "evaluation" / "fd" / "fd.csv")[0]["fd"])
+    argv = ["score-cas", "--method", f"craft={world['good']}", "--real", str(world["real"]), "--evaluator"]
+    argv += [str(tiny_clip_dir), "--probe", str(probe), "--checklists", str(checklists), "--out", str(cas)]
+    code, _, err = _run([*argv, "--n-boot", "50", "--no-progress", "--n-lowest", "0"], capsys)
+    assert code == 0, err
+    tables = (cas / "tables.md").read_text()
+    assert "## Evaluation beyond CAS" in tables and f"{fd_value:.4g}" in tables
+    summary = json.loads((cas / "summary.json").read_text())
+    assert summary["evaluation"]["fd"]["results"][0]["fd"] == pytest.approx(fd_value)
+
+
+def test_embedding_cache_embeds_each_image_once(world, clip_critic):
+    from clinalign.evaluation.inputs import EmbeddingCache
+
+    class Counting:
+        def __init__(self, critic):
+            self.critic, self.images = critic, 0
+
+        def __getattr__(self, name):
+            return getattr(self.critic, name)
+
+        def encode_images(self, images):
+            self.images += images.shape[0]
+            return self.critic.encode_images(images)
+
+    counting = Counting(clip_critic)
+    cache = EmbeddingCache(counting)
+    paths = sorted((world["good"] / "images").glob("*.png"))
+    first = cache.embed(paths[:5])
+    both = cache.embed(paths[:8])
+    assert counting.images == 8
+    torch = pytest.importorskip("torch")
+    torch.testing.assert_close(both[:5], first)
+    torch.testing.assert_close(both, embed_image_files(clip_critic, paths[:8], progress=False))
+    assert cache.name == clip_critic.name

@@ -160,8 +160,41 @@ def load_evaluator(name: str, *, device: str | None = None, dtype: str = "fp32")
     return load_critic(name, device=device, dtype=dtype)
 
 
+class EmbeddingCache:
+    """Image embeddings of one critic kept by resolved file path, so several checks in one process (the
+    quickstart runs four) embed each image once; embeddings computed elsewhere (a probe's cache) can be added."""
+
+    def __init__(self, critic: Any) -> None:
+        self.critic = critic
+        self._rows: dict[Path, torch.Tensor] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # everything else (name, encode_texts, image_size, ...) is the critic's, so a cache stands in for it
+        return getattr(self.critic, name)
+
+    def add(self, paths: Sequence[Path], embeddings: torch.Tensor) -> None:
+        if len(paths) != embeddings.shape[0]:
+            raise DataError(f"{len(paths)} paths but {embeddings.shape[0]} embeddings.")
+        for path, row in zip(paths, embeddings.float(), strict=True):
+            self._rows[Path(path).resolve()] = row
+
+    def embed(self, paths: Sequence[Path], *, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+        from clinalign.critics.embed import embed_image_files
+
+        keys = [Path(p).resolve() for p in paths]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._rows))
+        if missing:
+            self.add(missing, embed_image_files(self.critic, missing, batch_size=batch_size, progress=progress))
+        if not keys:
+            return torch.zeros(0, getattr(self.critic, "embed_dim", 0))
+        return torch.stack([self._rows[k] for k in keys])
+
+
 def embed_paths(critic: Any, paths: Sequence[Path], *, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-    """Critic image embeddings [N,D] (float32, CPU) of image files."""
+    """Image embeddings [N,D] (float32, CPU) of image files with a critic, or through an
+    :class:`EmbeddingCache` passed in its place."""
+    if isinstance(critic, EmbeddingCache):
+        return critic.embed(paths, batch_size=batch_size, progress=progress)
     from clinalign.critics.embed import embed_image_files
 
     return embed_image_files(critic, list(paths), batch_size=batch_size, progress=progress).float()
