@@ -139,6 +139,9 @@ def test_nearest_neighbors_blocked_equals_brute_force():
     np.testing.assert_array_equal(idx, expected_idx)
     np.testing.assert_allclose(d, np.take_along_axis(dist, expected_idx, axis=1), atol=1e-5)
     assert idx.shape == (37, 3) and d.shape == (37, 3)
+    idx1, d1 = nearest_neighbors(q, keys, k=1, block_size=8)
+    np.testing.assert_array_equal(idx1[:, 0], expected_idx[:, 0])
+    np.testing.assert_allclose(d1[:, 0], dist.min(axis=1), atol=1e-5)
     with pytest.raises(DataError, match="different dimensions"):
         nearest_neighbors(q, keys[:, :4])
 

@@ -216,7 +216,10 @@ def nearest_neighbors(
         best_idx = torch.zeros((q_block.shape[0], 0), dtype=torch.long, device=device)
         for ks in range(0, keys_t.shape[0], block_size):
             sims = q_block @ keys_t[ks : ks + block_size].T
-            top_sim, top_idx = sims.topk(min(k, sims.shape[1]), dim=1)
+            if k == 1:  # max is a single pass; topk sorts
+                top_sim, top_idx = sims.max(dim=1, keepdim=True)
+            else:
+                top_sim, top_idx = sims.topk(min(k, sims.shape[1]), dim=1)
             merged_sim = torch.cat([best_sim, top_sim], dim=1)
             merged_idx = torch.cat([best_idx, top_idx + ks], dim=1)
             best_sim, order = merged_sim.topk(min(k, merged_sim.shape[1]), dim=1)
