@@ -16,7 +16,7 @@ from clinalign import __version__
 from clinalign.errors import ClinAlignError
 
 # Modules under clinalign.cli that add commands; each defines ``register(app: typer.Typer)``.
-_COMMAND_MODULES: tuple[str, ...] = ("enrich", "export", "probe", "quickstart", "score", "train")
+_COMMAND_MODULES: tuple[str, ...] = ("enrich", "evaluate", "export", "probe", "quickstart", "score", "train")
 
 TRACEBACK_ENV = "CLINALIGN_TRACEBACK"
 

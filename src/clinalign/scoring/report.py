@@ -9,6 +9,8 @@ method), scores them all with one evaluator and probe, and writes to ``config.ou
 - ``tables.md`` (+ ``tables.tex``, ``tables.json``, ``table_*.csv``): method, tail and per-class tables;
 - ``ecdf.png``, ``primitives.png``, ``lowest_cas.png``: the plots;
 - ``score_config.json``: the config that produced all of it;
+- an "Evaluation beyond CAS" section in ``tables.md`` and ``summary.json`` for every ``clinalign evaluate``
+  check found in ``evaluation/<check>/`` (run the checks with ``--out OUT/evaluation/<check>``);
 - ``cache/``: evaluator image embeddings per set, so a rerun (after an interruption, or with other
   metric options) skips the image encoder for sets whose files and evaluator are unchanged.
 """
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinalign import __version__
 from clinalign.errors import ConfigError, DataError
+from clinalign.evaluation.report import collect_results, evaluation_markdown
 from clinalign.scoring.scorer import NO_REFERENCE_NOTE, CASScorer, CASScores, describe_cas
 from clinalign.scoring.sets import (
     EvaluationLeakageWarning,
@@ -41,6 +44,8 @@ from clinalign.scoring.tail import TailAnalysis, average_tails, tail_analysis
 from clinalign.utils.io import atomic_open, atomic_write_text, write_json
 
 CONFIG_NAME = "score_config.json"
+# where `score-cas` looks for `clinalign evaluate` results to include (OUT/evaluation/<check>/<check>.json)
+EVALUATION_DIR = "evaluation"
 
 
 class ScoreCASConfig(BaseModel):
@@ -482,6 +487,12 @@ def write_report(report: CASReport, config: ScoreCASConfig) -> dict[str, Path]:
         "notes": report.notes,
         "leakage": report.leakage,
     }
+    # checks run with `clinalign evaluate <check> --out OUT/evaluation/<check>` join the report
+    evaluation = collect_results(out / EVALUATION_DIR)
+    if evaluation:
+        summary["evaluation"] = {
+            check: {k: v for k, v in result.items() if k != "config"} for check, result in evaluation.items()
+        }
     files["summary"] = out / "summary.json"
     write_json(files["summary"], summary)
 
@@ -495,6 +506,8 @@ def write_report(report: CASReport, config: ScoreCASConfig) -> dict[str, Path]:
     intro += [f"- **note:** {n}" for n in report.notes]
     intro += [f"- **WARNING:** {w}" for w in report.leakage]
     markdown = "\n".join(intro) + "\n\n" + "\n".join(t.to_markdown() for t in report.tables.values())
+    if evaluation:
+        markdown += "\n" + evaluation_markdown(evaluation)
     files["tables_md"] = out / "tables.md"
     atomic_write_text(files["tables_md"], markdown)
     files["tables_tex"] = out / "tables.tex"
