@@ -10,7 +10,7 @@ import typer
 _HELP = """Export a trained LoRA for other tools, or publish it on the Hugging Face Hub.
 
 --format kohya writes one .safetensors file with kohya/AUTOMATIC1111 key names \
-(lora_unet_..._lora_down.weight / lora_up.weight / alpha) for ComfyUI and A1111; the weight updates \
+(lora_unet_*.lora_down.weight / .lora_up.weight / .alpha) for ComfyUI and A1111; the weight updates \
 are identical to the diffusers-format original. --push-to-hub uploads the LoRA folder's weights, \
 clinalign_meta.json and model card (README.md), plus the kohya file when one is exported; the token \
 comes from HF_TOKEN or `huggingface-cli login` and is never printed.
