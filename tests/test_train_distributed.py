@@ -23,9 +23,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_gloo_run_keeps_lora_identical(tmp_path):
-    from safetensors.torch import load_file
-
+def _torchrun(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     worker = Path(__file__).with_name("test_train_distributed_worker.py")
     env = {
         **os.environ,
@@ -34,8 +32,14 @@ def test_two_process_gloo_run_keeps_lora_identical(tmp_path):
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
-    cmd += [str(worker), str(tiny_sd_path()), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    cmd += [str(worker), str(tiny_sd_path()), str(tmp_path), *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_process_gloo_run_keeps_lora_identical(tmp_path):
+    from safetensors.torch import load_file
+
+    proc = _torchrun(tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [i["world"] for i in infos] == [2, 2]
@@ -47,3 +51,13 @@ def test_two_process_gloo_run_keeps_lora_identical(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "trainer_state.json").is_file()
     assert (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_a_signal_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    proc = _torchrun(tmp_path, "signal-rank1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [i["stopped"] for i in infos] == [2, 2]
+    assert [i["exit_code"] for i in infos] == [143, 143]
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step-0000002"]

@@ -16,11 +16,37 @@ if __name__ == "__main__":
     from clinalign.training import DraftKTrainer, TrainConfig
 
     model_dir, out_dir = sys.argv[1], Path(sys.argv[2])
+    mode = sys.argv[3] if len(sys.argv) > 3 else "plain"
     config = TrainConfig(
         model=model_dir, resolution=16, num_inference_steps=2, k=1, repeats=1, guidance_scale=2.0, batch_size=1,
-        max_steps=2, learning_rate=1e-2, output_dir=str(out_dir / "run"), log_with="none", checkpoint_every=1,
-        progress_bar=False, lambda_diff=0.2,
+        max_steps=2 if mode == "plain" else 4, learning_rate=1e-2, output_dir=str(out_dir / "run"),
+        log_with="none", checkpoint_every=1 if mode == "plain" else 0, progress_bar=False, lambda_diff=0.2,
     )  # fmt: skip
+    if mode == "signal-rank1":
+        # only rank 1 receives SIGTERM, during its step 2; every rank must stop after that same step
+        import os
+        import signal
+
+        from clinalign.training import TrainingInterrupted
+
+        class SignalOnRank1(BrightnessReward):
+            calls = 0
+
+            def __call__(self, images, batch):
+                self.calls += 1
+                if self.calls == 2 and os.environ.get("RANK") == "1":
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return super().__call__(images, batch)
+
+        trainer = DraftKTrainer(rewards=[SignalOnRank1()], config=config, train_data=toy_rows(4))
+        rank = trainer.accelerator.process_index
+        try:
+            trainer.train()
+            info = {"rank": rank, "stopped": None}
+        except TrainingInterrupted as stopped:
+            info = {"rank": rank, "stopped": stopped.step, "exit_code": stopped.exit_code}
+        (out_dir / f"rank{rank}.json").write_text(json.dumps(info))
+        sys.exit(0)
     trainer = DraftKTrainer(rewards=[BrightnessReward()], config=config, train_data=toy_rows(4))
     initial = {k: v.clone() for k, v in lora_state_dict(trainer.model.unet).items()}
     result = trainer.train()

@@ -85,7 +85,7 @@ def test_sigint_stops_after_the_step_saves_and_resumes_exactly(tmp_path):
 
         def __call__(self, images, batch):
             self.calls += 1
-            if self.calls == 3:  # during step 3 (one reward call per micro-step)
+            if self.calls == 2:  # during step 2 (one reward call per micro-step)
                 os.kill(os.getpid(), signal.SIGINT)
             return super().__call__(images, batch)
 
@@ -93,20 +93,20 @@ def test_sigint_stops_after_the_step_saves_and_resumes_exactly(tmp_path):
     rows = toy_rows(4)
     previous = signal.getsignal(signal.SIGINT)
     trainer = DraftKTrainer(
-        rewards=[InterruptingReward()], config=tiny_config(tmp_path / "b", max_steps=5, **common), train_data=rows
+        rewards=[InterruptingReward()], config=tiny_config(tmp_path / "b", max_steps=4, **common), train_data=rows
     )
-    with pytest.raises(TrainingInterrupted, match="stopped by SIGINT after step 3") as stopped:
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGINT after step 2") as stopped:
         trainer.train()
-    assert stopped.value.exit_code == 130 and stopped.value.step == 3
+    assert stopped.value.exit_code == 130 and stopped.value.step == 2
     assert signal.getsignal(signal.SIGINT) is previous  # handlers restored
-    assert [p.name for p in list_checkpoints(tmp_path / "b" / "run")] == ["step-0000003"]
+    assert [p.name for p in list_checkpoints(tmp_path / "b" / "run")] == ["step-0000002"]
     DraftKTrainer(
         rewards=[BrightnessReward()],
-        config=tiny_config(tmp_path / "b", max_steps=5, resume_from="latest", **common),
+        config=tiny_config(tmp_path / "b", max_steps=4, resume_from="latest", **common),
         train_data=rows,
     ).train()
     DraftKTrainer(
-        rewards=[BrightnessReward()], config=tiny_config(tmp_path / "a", max_steps=5, **common), train_data=rows
+        rewards=[BrightnessReward()], config=tiny_config(tmp_path / "a", max_steps=4, **common), train_data=rows
     ).train()
     _assert_bit_equal(_lora(tmp_path / "a" / "run"), _lora(tmp_path / "b" / "run"))
 
