@@ -305,14 +305,15 @@ def register(app: typer.Typer) -> None:
             typer.echo(make_dry_run(records, chosen, config))
             return
         extra = load_checklists_file(checklists) if checklists is not None else None
+        if split_manifest is not None:  # before the run: an interrupted run keeps its split too
+            Path(out).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+            split_manifest.write(out)  # type: ignore[arg-type]
         try:
             result = enrich(records, chosen, config, out, checklists=extra)  # type: ignore[arg-type]
         except KeyboardInterrupt:
             # sys.exit, not typer.Exit: the exit code must survive the non-standalone app call in cli.main
             typer.echo(f"Interrupted: finished records are saved in {out}; rerun the same command to resume.", err=True)
             sys.exit(130)
-        if split_manifest is not None:
-            split_manifest.write(out)  # type: ignore[arg-type]
         typer.echo(result.summary_table())
         typer.echo(f"Wrote {result.enriched_path}" + (f" and {result.failures_path}" if result.failed else "") + ".")
 
