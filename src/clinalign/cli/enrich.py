@@ -38,7 +38,7 @@ class MaxTokensParam(str, Enum):
 
 
 # Files an enrichment run writes: a folder holding any of them is an earlier run of enrich (a rerun resumes it).
-_ENRICH_FILES = ("enriched.jsonl", "failures.jsonl", "enrich_config.json", "preset.yaml")
+_ENRICH_FILES = ("enriched.jsonl", "failures.jsonl", "enrich_config.json", "preset.yaml", "split.json")
 _CHECKLIST_FILES = ("checklists.json", "checklists.yaml")
 # EnrichConfig fields whose flag is spelled differently (for error messages)
 _CONFIG_FLAGS = {
@@ -367,14 +367,14 @@ def register(app: typer.Typer) -> None:
         # enrichment resumes by design: a folder holding an earlier enrichment is continued, anything else refused
         own = any(name in _ENRICH_FILES for name in existing_entries(out))
         claim(out, command="enrich", overwrite=overwrite, resume=own)
+        if split_manifest is not None:  # before the run: an interrupted run keeps its split too
+            split_manifest.write(out)  # type: ignore[arg-type]
         try:
             result = enrich(records, chosen, config, out, checklists=extra)  # type: ignore[arg-type]
         except KeyboardInterrupt:
             # sys.exit, not typer.Exit: the exit code must survive the non-standalone app call in cli.main
             typer.echo(f"Interrupted: finished records are saved in {out}; rerun the same command to resume.", err=True)
             sys.exit(130)
-        if split_manifest is not None:
-            split_manifest.write(out)  # type: ignore[arg-type]
         typer.echo(result.summary_table())
         written = [p for p in (result.enriched_path, result.failures_path) if p.is_file() and p.stat().st_size]
         if written:
