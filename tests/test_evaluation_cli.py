@@ -305,3 +305,21 @@ def test_embedding_cache_embeds_each_image_once(world, clip_critic):
     torch.testing.assert_close(both[:5], first)
     torch.testing.assert_close(both, embed_image_files(clip_critic, paths[:8], progress=False))
     assert cache.name == clip_critic.name
+
+
+def test_memorization_size_matched_d_train_searches_a_subset(world, clip_critic, tmp_path):
+    from clinalign.evaluation import MemorizationConfig, evaluate_memorization
+
+    # 18 "training" images against 15 "test" images: d_train searches 15 of the 18
+    base = {"methods": {"craft": [str(world["good"])]}, "train": str(world["real"]), "real": str(world["train"])}
+    matched = evaluate_memorization(MemorizationConfig(**base, out=str(tmp_path / "a")), encoder=clip_critic)
+    full = evaluate_memorization(
+        MemorizationConfig(**base, match_sizes=False, out=str(tmp_path / "b")), encoder=clip_critic
+    )
+    a = [float(r["d_train"]) for r in _csv(tmp_path / "a" / "memorization_per_image.csv")]
+    b = [float(r["d_train"]) for r in _csv(tmp_path / "b" / "memorization_per_image.csv")]
+    # a nearest neighbour in a subset is never nearer than in the whole set, and here it is farther for some images
+    assert all(x >= y - 1e-6 for x, y in zip(a, b, strict=True)) and any(
+        x > y + 1e-6 for x, y in zip(a, b, strict=True)
+    )
+    assert "subset" in matched.summary["definition"] and "subset" not in full.summary["definition"]

@@ -97,3 +97,33 @@ def test_craft_beats_the_zero_shot_baseline_on_the_same_prompts(quickstart_run):
     assert craft["cas_mean"] > zero["cas_mean"]
     # not a coincidence of sampling noise: the 95% bootstrap interval over prompts excludes zero
     assert gain["ci"][0] > 0
+
+
+def test_quickstart_runs_the_evaluation_checks(quickstart_run):
+    from clinalign.critics import load_critic
+    from clinalign.critics.embed import embed_image_files
+    from clinalign.evaluation.functional import frechet_distance
+    from clinalign.toy import paths
+
+    out, result = quickstart_run
+    evaluation = result.summary["evaluation"]
+    assert set(evaluation) == {"fd", "diversity", "memorization", "silhouette"}
+    assert {r["method"] for r in evaluation["fd"]} == {"zero_shot", "lora", "craft"}
+    assert {r["set"] for r in evaluation["silhouette"]} == {"real", "zero_shot", "lora", "craft"}
+    assert all(r["distance"] == "embedding_cosine" and r["samples_per_prompt"] == 4 for r in evaluation["diversity"])
+    assert "Evaluation beyond CAS" in (out / "report.html").read_text()
+    assert "## Evaluation beyond CAS" in (out / "cas" / "tables.md").read_text()
+    # FD recomputed from scratch: the evaluator embeds the real test images and the zero-shot set
+    evaluator = load_critic(paths.evaluator_critic_dir(), device="cpu")
+    real = [r["image"] for r in _rows_jsonl(out / "enrich" / "test_prompts.jsonl")]
+    gen_dir = out / "methods" / "zero_shot" / "gen"
+    generated = [gen_dir / r["file"] for r in _rows_jsonl(gen_dir / "manifest.jsonl")]
+    expected = frechet_distance(
+        embed_image_files(evaluator, real, progress=False), embed_image_files(evaluator, generated, progress=False)
+    )
+    fd = next(r["fd"] for r in evaluation["fd"] if r["method"] == "zero_shot")
+    assert fd == pytest.approx(expected, rel=1e-4)
+
+
+def _rows_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -216,6 +216,9 @@ def memorization(
     ssim_threshold: float = typer.Option(0.95, "--ssim-threshold", help="Flag when nearest SSIM is above this."),
     hamming_threshold: int = typer.Option(5, "--hamming-threshold", help="Flag when nearest pHash is within this."),
     ssim_size: int | None = typer.Option(None, "--ssim-size", help="SSIM resolution (default: generated size)."),
+    match_sizes: bool = typer.Option(
+        True, "--match-sizes/--no-match-sizes", help="d_train on a train subset the size of the test set."
+    ),
     train_split: str | None = typer.Option(None, "--train-split", help="Only use training rows with this split."),
     train_image_root: Path | None = typer.Option(None, "--train-image-root", help="Root of relative train paths."),
     real_split: str | None = _REAL_SPLIT,
@@ -250,6 +253,7 @@ def memorization(
         ssim_threshold=ssim_threshold,
         hamming_threshold=hamming_threshold,
         ssim_size=ssim_size,
+        match_sizes=match_sizes,
         device=device,
         dtype=dtype,
         batch_size=batch_size,

@@ -52,6 +52,12 @@ class MemorizationConfig(SetsConfig):
     ssim_size: int | None = Field(
         None, ge=11, description="Side both images are resized to for SSIM (default: the generated images' size)."
     )
+    match_sizes: bool = Field(
+        True,
+        description="d_train searches a random subset of the training embeddings as large as the test set (nearest "
+        "distances shrink as a set grows, so unequal sizes alone would make d_train < d_test).",
+    )
+    seed: int = Field(0, description="Seed of the size-matching subset.")
 
 
 @dataclass
@@ -136,6 +142,9 @@ def evaluate_memorization(config: MemorizationConfig, *, encoder: Any = None, pr
     if encoder is not None and test is not None:
         train_emb = embed_paths(encoder, train.paths, batch_size=config.batch_size, progress=progress)
         test_emb = embed_paths(encoder, test.paths, batch_size=config.batch_size, progress=progress)
+        if config.match_sizes and train_emb.shape[0] > test_emb.shape[0]:
+            keep = np.random.default_rng(config.seed).choice(train_emb.shape[0], test_emb.shape[0], replace=False)
+            train_emb = train_emb[torch.from_numpy(np.sort(keep))]
 
     per_image: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -194,6 +203,11 @@ def evaluate_memorization(config: MemorizationConfig, *, encoder: Any = None, pr
             f"flag = nearest-train SSIM > {config.ssim_threshold} or nearest pHash Hamming <= "
             f"{config.hamming_threshold}; SSIM at {size}x{size}, data range 1, Gaussian window 11, sigma 1.5; "
             "d_train/d_test = encoder cosine distance to the nearest train/test image, delta_d = d_test - d_train"
+            + (
+                "; d_train searches a random training subset of the test set's size"
+                if config.match_sizes and test is not None and len(train) > len(test)
+                else ""
+            )
         ),
         "search": (
             "exact: SSIM against every training image"

@@ -153,7 +153,42 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     for check, passed in summary.get("checks", {}).items():
         lines.append(f"{check.replace('_', ' ')}: {'yes' if passed else 'NO'}")
+    lines += _evaluation_lines(summary.get("evaluation") or {})
     return "\n".join(lines)
+
+
+def _evaluation_lines(evaluation: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per evaluation check in the console summary (the report has the full tables)."""
+    lines = []
+    if "fd" in evaluation:
+        lines.append(
+            "FD to real test images (evaluator space): "
+            + ", ".join(f"{_LABELS.get(r['method'], r['method'])} {r['fd']:.4f}" for r in evaluation["fd"])
+        )
+    if "diversity" in evaluation:
+        rows = evaluation["diversity"]
+        kind = "LPIPS" if rows and rows[0]["distance"].startswith("lpips") else "embedding cosine distance"
+        lines.append(
+            f"prompt-level diversity ({kind}): "
+            + ", ".join(f"{_LABELS.get(r['method'], r['method'])} {r['diversity_mean']:.4f}" for r in rows)
+        )
+    if "memorization" in evaluation:
+        lines.append(
+            "memorization (SSIM > 0.95 or pHash ≤ 5 to a training image): "
+            + ", ".join(
+                f"{_LABELS.get(r['method'], r['method'])} {r['n_flagged']}/{r['n']} flagged, "
+                f"max SSIM {r['max_ssim']:.3f}"
+                for r in evaluation["memorization"]
+            )
+        )
+    if "silhouette" in evaluation:
+        lines.append(
+            "class silhouette (cosine, evaluator space): "
+            + ", ".join(
+                f"{_LABELS.get(r['set'], r['set'])} {r['silhouette_cosine']:.3f}" for r in evaluation["silhouette"]
+            )
+        )
+    return lines
 
 
 def _png_data_uri(path_or_image: Any) -> str:
@@ -296,6 +331,10 @@ def write_report(
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in summary.get("notes", []) + summary.get("leakage", []))
     probe = summary.get("probe_accuracy_on_real_test", {})
+    # checks the quickstart ran with `clinalign.evaluation` (written under cas/evaluation/<check>/)
+    from clinalign.evaluation.report import collect_results, evaluation_html
+
+    evaluation_section = evaluation_html(collect_results(out / "cas" / "evaluation"))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clinalign quickstart report</title>
 <style>
@@ -322,6 +361,7 @@ evaluator {_fmt(probe.get("evaluator"))}.</p>
 <figure><img src="{_png_data_uri(grid)}"><figcaption>Each row a class; blocks left to right:
 {", ".join(_LABELS.get(n, n) for n in sets)}.</figcaption></figure>
 {"".join(figures)}
+{evaluation_section}
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
 <p>Numbers: <code>summary.json</code>; per-image scores: <code>cas/per_image.csv</code>;
 tables: <code>cas/tables.md</code>.</p>
