@@ -128,6 +128,16 @@ def test_silhouette_matches_sklearn_definition_by_hand():
         silhouette(x, ["a"] * 11)
 
 
+def test_silhouette_equals_sklearn_across_row_blocks_and_singletons():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(11)
+    # 2,500 rows cross the 2,048-row block boundary; class "d" is a singleton (its silhouette is 0)
+    x = rng.normal(size=(2500, 8)) + np.repeat(np.eye(8)[:3] * 2.0, [1200, 800, 500], axis=0)
+    labels = ["a"] * 1200 + ["b"] * 800 + ["c"] * 499 + ["d"]
+    expected = metrics.silhouette_score(x, labels, metric="cosine")
+    assert silhouette(x, labels) == pytest.approx(expected, abs=1e-9)
+
+
 def test_nearest_neighbors_blocked_equals_brute_force():
     rng = np.random.default_rng(6)
     q, keys = rng.normal(size=(37, 9)), rng.normal(size=(53, 9))

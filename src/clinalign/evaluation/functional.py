@@ -156,7 +156,7 @@ def kernel_inception_distance(
 
 
 def silhouette(embeddings: ArrayLike, labels: Sequence[Any] | np.ndarray) -> float:
-    """Mean silhouette coefficient of ``embeddings`` [N,D] grouped by ``labels``, cosine distance (scikit-learn).
+    """Mean silhouette coefficient of ``embeddings`` [N,D] grouped by ``labels``, cosine distance (the definition of scikit-learn's ``silhouette_score``).
 
     In [-1, 1]; higher means the classes form tighter, better separated clusters.
     """
@@ -169,8 +169,31 @@ def silhouette(embeddings: ArrayLike, labels: Sequence[Any] | np.ndarray) -> flo
         raise DataError(
             f"the silhouette needs between 2 and N-1 classes; got {n_classes} classes for {x.shape[0]} embeddings."
         )
-    metrics = _require("sklearn.metrics", "scikit-learn", "the silhouette score")
-    return float(metrics.silhouette_score(x, labels, metric="cosine"))
+    # computed here rather than with scikit-learn so the quickstart needs no optional extra; same definition
+    # as sklearn.metrics.silhouette_score(metric="cosine") (distances clipped to [0, 2], singletons score 0),
+    # in row blocks so memory stays at one [block, N] distance matrix
+    unit = x.astype(np.float64)
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    classes, index = np.unique(labels, return_inverse=True)
+    onehot = np.zeros((x.shape[0], len(classes)))
+    onehot[np.arange(x.shape[0]), index] = 1.0
+    counts = onehot.sum(axis=0)
+    scores = np.empty(x.shape[0])
+    for start in range(0, x.shape[0], 2048):
+        rows = slice(start, start + 2048)
+        dist = np.clip(1.0 - unit[rows] @ unit.T, 0.0, 2.0)
+        dist[np.arange(dist.shape[0]), np.arange(start, start + dist.shape[0])] = 0.0
+        sums = dist @ onehot  # [block, C]: summed distance to each class
+        own = index[rows]
+        own_count = counts[own]
+        a = sums[np.arange(dist.shape[0]), own] / np.maximum(own_count - 1, 1)
+        means = sums / counts
+        means[np.arange(dist.shape[0]), own] = np.inf
+        b = means.min(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s = (b - a) / np.maximum(a, b)
+        scores[rows] = np.where(own_count > 1, np.nan_to_num(s), 0.0)
+    return float(scores.mean())
 
 
 def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
