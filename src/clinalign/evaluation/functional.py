@@ -156,7 +156,9 @@ def kernel_inception_distance(
 
 
 def silhouette(embeddings: ArrayLike, labels: Sequence[Any] | np.ndarray) -> float:
-    """Mean silhouette coefficient of ``embeddings`` [N,D] grouped by ``labels``, cosine distance (the definition of scikit-learn's ``silhouette_score``).
+    """Mean silhouette coefficient of ``embeddings`` [N,D] grouped by ``labels``, cosine distance.
+
+    The definition of scikit-learn's ``silhouette_score(metric="cosine")``, computed without it.
 
     In [-1, 1]; higher means the classes form tighter, better separated clusters.
     """
