@@ -455,3 +455,17 @@ def test_output_lock_library_api(tmp_path, monkeypatch):
     with pytest.raises(ClinAlignError, match="current folder"):
         claim_output_dir(tmp_path, command="train", overwrite=True)
     assert (tmp_path / "file").is_file() and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_torn_last_line_of_train_data_is_an_error_naming_the_line(tmp_path):
+    from clinalign.errors import DataError
+    from clinalign.training.data import load_examples
+
+    records = make_records(tmp_path / "img", ["a", "b", "a"])
+    rows = [json.dumps({"image": str(r.image), "label": r.label, "prompt": "p", "checklist": "c"}) for r in records]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    assert len(load_examples(data)) == 3
+    data.write_text("\n".join(rows[:2]) + "\n" + rows[2][:25])  # a crash mid-write
+    with pytest.raises(DataError, match=r"train\.jsonl, line 3: the last line is cut off"):
+        load_examples(data)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import string
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -278,7 +279,13 @@ def _rank_jobs(methods: dict[str, MethodImages], config: JudgeConfig, done: set[
 
 
 def _done(log: Path) -> set[str]:
-    return {str(r["key"]) for r in read_jsonl(log)} if log.is_file() else set()
+    """Keys already judged; a torn last line (a run killed mid-append) is cut off with a warning, so it is redone."""
+    from clinalign.utils.jsonl import repair_jsonl
+
+    rows, dropped = repair_jsonl(log)
+    if dropped:
+        warnings.warn(f"{log}: dropped {dropped} torn last line left by an interrupted run; it is judged again.")
+    return {str(r["key"]) for r in rows}
 
 
 def evaluate_judge(config: JudgeConfig, *, api_key: str | None = None) -> CheckResult:

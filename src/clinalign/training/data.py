@@ -102,7 +102,7 @@ def load_examples(
     ``checklists`` entry for the label), optional ``id``. With ``split``, only rows of that split are
     kept (see :func:`clinalign.data.subsets.rows_of_split`).
     """
-    from clinalign.utils.io import read_jsonl
+    from clinalign.utils.jsonl import read_jsonl_strict
 
     root: Path | None = None
     if isinstance(source, (str, os.PathLike)):
@@ -112,7 +112,8 @@ def load_examples(
         root = path.parent
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
-            rows: list[Mapping[str, Any]] = read_jsonl(path)
+            # an input file: a torn or malformed last line is an error naming it, never a silently lost row
+            rows: list[Mapping[str, Any]] = read_jsonl_strict(path)
         elif suffix in (".csv", ".tsv"):
             import csv
 
