@@ -284,7 +284,9 @@ def _done(log: Path) -> set[str]:
 
     rows, dropped = repair_jsonl(log)
     if dropped:
-        warnings.warn(f"{log}: dropped {dropped} torn last line left by an interrupted run; it is judged again.")
+        warnings.warn(
+            f"{log}: dropped {dropped} torn last line left by an interrupted run; it is judged again.", stacklevel=2
+        )
     return {str(r["key"]) for r in rows}
 
 
