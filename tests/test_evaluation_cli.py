@@ -279,6 +279,13 @@ def test_score_cas_report_includes_evaluation_results(world, tiny_clip_dir, clip
     assert "## Evaluation beyond CAS" in tables and f"{fd_value:.4g}" in tables
     summary = json.loads((cas / "summary.json").read_text())
     assert summary["evaluation"]["fd"]["results"][0]["fd"] == pytest.approx(fd_value)
+    # a rerun into the finished folder is refused; --overwrite empties it but keeps the evaluation inputs
+    code, _, err = _run([*argv, "--n-boot", "50", "--no-progress", "--n-lowest", "0"], capsys)
+    assert code == 2 and "--overwrite" in err
+    code, _, err = _run([*argv, "--n-boot", "50", "--no-progress", "--n-lowest", "0", "--overwrite"], capsys)
+    assert code == 0, err
+    assert (cas / "evaluation" / "fd" / "fd.csv").is_file()
+    assert f"{fd_value:.4g}" in (cas / "tables.md").read_text()
 
 
 def test_embedding_cache_embeds_each_image_once(world, clip_critic):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+from collections.abc import Collection
 from typing import Any
 
 from clinalign.utils.outdir import OutputLock, claim_output_dir
@@ -31,13 +32,20 @@ def claim(
     resume: bool = False,
     option: str = "--out",
     resume_hint: str | None = None,
+    inputs: Collection[str] = (),
 ) -> OutputLock:
     """:func:`~clinalign.utils.outdir.claim_output_dir`, released when the running command ends (even on error).
 
     The kernel drops the lock when the process dies, so a signal that kills the run releases it too.
     """
     lock = claim_output_dir(
-        out, command=command, overwrite=overwrite, resume=resume, option=option, resume_hint=resume_hint
+        out,
+        command=command,
+        overwrite=overwrite,
+        resume=resume,
+        option=option,
+        resume_hint=resume_hint,
+        inputs=inputs,
     )
     context = _current_context()
     if context is not None:

@@ -131,8 +131,9 @@ def score_cas(
     check_output_path(out)
     pixel_limit(max_image_pixels)
     # an interrupted run left its embedding cache (and config): continuing reuses it; finished scores are kept
-    interrupted = cache and set(existing_entries(out)) <= {"cache", CONFIG_NAME}
-    claim(out, command="score-cas", overwrite=overwrite, resume=interrupted)
+    # OUT/evaluation holds `clinalign evaluate` results for the report: an input here, never cleared
+    interrupted = cache and set(existing_entries(out)) <= {"cache", CONFIG_NAME, "evaluation"}
+    claim(out, command="score-cas", overwrite=overwrite, resume=interrupted, inputs=("evaluation",))
 
     show_warning = warnings.showwarning
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -226,10 +227,10 @@ def _check_safe_to_clear(directory: Path) -> None:
         )
 
 
-def clear_output_dir(directory: str | os.PathLike[str]) -> None:
-    """Delete everything in ``directory`` except the lock file."""
+def clear_output_dir(directory: str | os.PathLike[str], *, keep: Collection[str] = ()) -> None:
+    """Delete everything in ``directory`` except the lock file and the entries named in ``keep``."""
     for entry in Path(directory).iterdir():
-        if entry.name == LOCK_NAME:
+        if entry.name == LOCK_NAME or entry.name in keep:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -245,6 +246,7 @@ def claim_output_dir(
     resume: bool = False,
     option: str = "--out",
     resume_hint: str | None = None,
+    inputs: Collection[str] = (),
 ) -> OutputLock:
     """Check ``directory``, lock it for this run and apply the used-folder rule; returns the held lock.
 
@@ -254,14 +256,16 @@ def claim_output_dir(
         resume: this run continues what the folder holds (the caller decided it is its own earlier run).
         option: the option that named the folder, for messages.
         resume_hint: how to resume, appended to the refusal (e.g. "pass --resume latest").
+        inputs: entries other commands put in the folder for this one to read (e.g. ``evaluation`` results
+            that ``score-cas`` adds to its report): they neither make the folder used nor are emptied.
     """
     out = check_output_path(directory, option=option)
     lock = OutputLock(out, command=command).acquire()
     try:
-        entries = existing_entries(out)
+        entries = [name for name in existing_entries(out) if name not in inputs]
         if entries and overwrite:
             _check_safe_to_clear(out)
-            clear_output_dir(out)
+            clear_output_dir(out, keep=inputs)
             print(f"--overwrite: emptied {out} ({len(entries)} entries).", file=sys.stderr)
         elif entries and not resume:
             shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
