@@ -41,6 +41,7 @@ from clinalign.scoring.sets import (
 )
 from clinalign.scoring.tables import Table, comparison_table, per_class_table, tail_table
 from clinalign.scoring.tail import TailAnalysis, average_tails, tail_analysis
+from clinalign.utils.distributed import Ranks
 from clinalign.utils.io import atomic_open, atomic_write_text, write_json
 
 CONFIG_NAME = "score_config.json"
@@ -206,22 +207,41 @@ def _score_set(
     *,
     use_sfs: bool,
     extra: dict[str, Any],
+    ranks: Ranks,
 ) -> CASScores:
-    """Score a set from its evaluator embeddings (texts are encoded, and cached, by the evaluator)."""
+    """Score a set from its evaluator embeddings, in batches dealt to the ranks; every rank gets all rows.
+
+    The texts are encoded (and cached by the evaluator) in one call before the rows are dealt, and the
+    batches are the same whatever the number of processes, so the numbers are too.
+    """
     scorer.reset()
     n = len(image_set)
-    references = None
-    if use_sfs and image_set.ref_ids is not None:
-        references = scorer.cached_references(image_set.ref_ids)
-    return scorer.update_from_embeddings(
-        embeddings,
-        image_set.prompts,
-        image_set.checklists,
-        image_set.labels,
-        references,
-        ids=image_set.ids,
-        extra={**{k: [v] * n for k, v in extra.items()}, "ref_id": image_set.ref_ids or [""] * n},
-    )
+    scorer.evaluator.encode_texts(list(dict.fromkeys([*image_set.prompts, *image_set.checklists])))
+    columns = {**{k: [v] * n for k, v in extra.items()}, "ref_id": image_set.ref_ids or [""] * n}
+    for index in _my_batches(n, scorer.batch_size, ranks):
+        picked = index.tolist()
+        references = None
+        if use_sfs and image_set.ref_ids is not None:
+            references = scorer.cached_references([image_set.ref_ids[i] for i in picked])
+        scorer.update_from_embeddings(
+            embeddings[index],
+            [image_set.prompts[i] for i in picked],
+            [image_set.checklists[i] for i in picked],
+            [image_set.labels[i] for i in picked],
+            references,
+            ids=[image_set.ids[i] for i in picked],
+            extra={k: [v[i] for i in picked] for k, v in columns.items()},
+            indices=index,
+        )
+    scores = scorer.compute(sync=ranks.distributed)
+    scorer.reset()
+    return scores
+
+
+def _my_batches(n: int, batch_size: int, ranks: Ranks) -> list[np.ndarray]:
+    """Positions of this rank's batches: ``range(n)`` cut into batches of ``batch_size``, dealt in turn."""
+    starts = range(ranks.process_index * batch_size, n, batch_size * ranks.num_processes)
+    return [np.arange(start, min(start + batch_size, n)) for start in starts]
 
 
 def _files_key(scorer: CASScorer, paths: list[Path]) -> str:
@@ -238,7 +258,7 @@ def _files_key(scorer: CASScorer, paths: list[Path]) -> str:
 
 
 def _cached_embeddings(
-    scorer: CASScorer, paths: list[Path], cache: Path | None, *, progress: bool, desc: str
+    scorer: CASScorer, paths: list[Path], cache: Path | None, *, progress: bool, desc: str, ranks: Ranks
 ) -> torch.Tensor:
     """Evaluator embeddings of image files, reused from ``cache`` when it was written for the same
     evaluator and the same files, so an interrupted or repeated evaluation skips finished sets."""
@@ -253,8 +273,8 @@ def _cached_embeddings(
                     return handle.get_tensor("embeddings")
         except Exception:  # a damaged cache file is recomputed, never trusted
             pass
-    embeddings = _embed_files(scorer, paths, progress=progress, desc=desc)
-    if cache is not None:
+    embeddings = _embed_files(scorer, paths, progress=progress, desc=desc, ranks=ranks)
+    if cache is not None and ranks.is_main:
         with atomic_open(cache, "wb", encoding=None) as handle:
             handle.write(save({"embeddings": embeddings.contiguous()}, metadata={"key": key}))
     return embeddings
@@ -275,12 +295,18 @@ def evaluate_cas(
     evaluator: Any = None,
     probe: Any = None,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> CASReport:
     """Score the real and generated sets in ``config`` and write the report to ``config.out``.
 
     ``evaluator`` / ``probe`` may be passed already loaded (they then override ``config.evaluator`` /
     ``config.probe`` for loading, though the config is still saved as given).
+
+    With ``ranks`` of several processes (``accelerate launch -m clinalign score-cas``) every rank calls
+    this: the images are embedded in batches dealt to the ranks, the per-image rows are gathered by
+    :meth:`CASScorer.compute`, and the main process writes the report, equal to a single-process run.
     """
+    ranks = ranks or Ranks()
     if (evaluator is None) != (probe is None):
         raise ConfigError("pass both evaluator and probe, or neither (then they load from the config).")
     # read and validate every input before the evaluator loads, so bad rows fail in seconds; the
@@ -323,7 +349,12 @@ def evaluate_cas(
 
     # the real images are embedded once: as the reference distribution and as SFS references
     real_embeddings = _cached_embeddings(
-        scorer, real.paths, _cache_path(config, real.source), progress=progress, desc="embedding real images"
+        scorer,
+        real.paths,
+        _cache_path(config, real.source),
+        progress=progress,
+        desc="embedding real images",
+        ranks=ranks,
     )
     scorer.cache_references(real.ids, real_embeddings)
     real_scores = scorer.update_from_embeddings(
@@ -349,6 +380,7 @@ def evaluate_cas(
                 _cache_path(config, image_set.source),
                 progress=progress,
                 desc=f"embedding {method} {run}",
+                ranks=ranks,
             )
             scores = _score_set(
                 scorer,
@@ -356,6 +388,7 @@ def evaluate_cas(
                 embeddings,
                 use_sfs=use_sfs,
                 extra={"method": method, "run": run, "seed": "" if image_set.seed is None else image_set.seed},
+                ranks=ranks,
             )
             runs[method].append(RunResult(method, run, image_set, scores, check_leakage(evaluator, image_set)))
 
@@ -388,7 +421,9 @@ def evaluate_cas(
         out_dir=Path(config.out),
         run_tails=run_tails,
     )
-    write_report(report, config)
+    if ranks.is_main:
+        write_report(report, config)
+    ranks.barrier()  # the report is complete on disk when any rank returns
     return report
 
 
@@ -399,17 +434,22 @@ def _fingerprint(critic: Any) -> str:
         return ""
 
 
-def _embed_files(scorer: CASScorer, paths: list[Path], *, progress: bool, desc: str) -> torch.Tensor:
+def _embed_files(scorer: CASScorer, paths: list[Path], *, progress: bool, desc: str, ranks: Ranks) -> torch.Tensor:
+    """Evaluator embeddings [N,D] of image files; each rank embeds its batches, every rank gets them all."""
     from tqdm.auto import tqdm
 
-    chunks = []
+    chunks: list[tuple[int, torch.Tensor]] = []
     size = scorer.evaluator.image_size
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        for start in range(0, len(paths), scorer.batch_size):
-            batch = paths[start : start + scorer.batch_size]
-            chunks.append(scorer.embed_images(_load_batch(batch, size)))
+    mine = _my_batches(len(paths), scorer.batch_size, ranks)
+    with tqdm(total=sum(len(b) for b in mine), desc=desc, unit="img", disable=not progress or not ranks.is_main) as bar:
+        for index in mine:
+            batch = [paths[i] for i in index.tolist()]
+            chunks.append((int(index[0]), scorer.embed_images(_load_batch(batch, size))))
             bar.update(len(batch))
-    return torch.cat(chunks)
+    if ranks.distributed:
+        chunks = [chunk for rank_chunks in ranks.gather(chunks) for chunk in rank_chunks]
+    chunks.sort(key=lambda item: item[0])
+    return torch.cat([tensor for _, tensor in chunks]) if chunks else torch.zeros(0, scorer.evaluator.embed_dim)
 
 
 # ---------------------------------------------------------------------- writing
