@@ -60,6 +60,11 @@ def score_cas(
     cache: bool = typer.Option(
         True, "--cache/--no-cache", help="Reuse image embeddings in OUT/cache from an earlier (interrupted) run."
     ),
+    embedding_cache: Path | None = typer.Option(
+        None,
+        "--embedding-cache",
+        help="Embedding store shared with other runs (probe train, evaluate, quickstart); default OUT/cache.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Empty --out first (a folder holding finished scores is refused without it)."
@@ -126,6 +131,7 @@ def score_cas(
             seed=seed,
             n_lowest=n_lowest,
             cache=cache,
+            embedding_cache=None if embedding_cache is None else str(embedding_cache),
             out=str(out),
         )
     except ValidationError as exc:

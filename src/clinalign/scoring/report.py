@@ -11,8 +11,9 @@ method), scores them all with one evaluator and probe, and writes to ``config.ou
 - ``score_config.json``: the config that produced all of it;
 - an "Evaluation beyond CAS" section in ``tables.md`` and ``summary.json`` for every ``clinalign evaluate``
   check found in ``evaluation/<check>/`` (run the checks with ``--out OUT/evaluation/<check>``);
-- ``cache/``: evaluator image embeddings per set, so a rerun (after an interruption, or with other
-  metric options) skips the image encoder for sets whose files and evaluator are unchanged.
+- ``cache/``: the evaluator's image embeddings (a :class:`~clinalign.critics.cache.EmbeddingStore`, keyed by
+  image content), so a rerun (after an interruption, or with other metric options) encodes no image twice;
+  ``embedding_cache`` points at a store shared with other runs instead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinalign import __version__
+from clinalign.critics.cache import EmbeddingStore, file_sha256
 from clinalign.errors import ConfigError, DataError
 from clinalign.evaluation.report import collect_results, evaluation_markdown
 from clinalign.scoring.scorer import NO_REFERENCE_NOTE, CASScorer, CASScores, describe_cas
@@ -84,7 +86,14 @@ class ScoreCASConfig(BaseModel):
     n_lowest: int = Field(8, ge=0, description="Lowest-CAS images per method in lowest_cas.png (0: no grid).")
     plot_kind: Literal["violin", "box"] = Field("violin", description="Per-primitive plot style.")
     cache: bool = Field(
-        True, description="Keep evaluator image embeddings in OUT/cache so a rerun skips sets already embedded."
+        True,
+        description="Keep evaluator image embeddings in an on-disk store (OUT/cache, or `embedding_cache`) so "
+        "images already embedded with this evaluator are not encoded again.",
+    )
+    embedding_cache: str | None = Field(
+        None,
+        description="Folder of an embedding store shared with other runs and commands (probe train, evaluate, "
+        "quickstart); default OUT/cache.",
     )
     out: str = Field(description="Output directory.")
 
@@ -244,49 +253,40 @@ def _my_batches(n: int, batch_size: int, ranks: Ranks) -> list[np.ndarray]:
     return [np.arange(start, min(start + batch_size, n)) for start in starts]
 
 
-def _files_key(scorer: CASScorer, paths: list[Path]) -> str:
-    """What an embedding cache is valid for: the evaluator's weights and preprocessing, and each file's
-    path, size and modification time (a regenerated image invalidates the cache)."""
-    import hashlib
-
-    evaluator = scorer.evaluator
-    digest = hashlib.sha256(f"{evaluator.name}|{_fingerprint(evaluator)}|{evaluator.image_size}".encode())
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"|{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
-
-
 def _cached_embeddings(
-    scorer: CASScorer, paths: list[Path], cache: Path | None, *, progress: bool, desc: str, ranks: Ranks
+    scorer: CASScorer,
+    paths: list[Path],
+    store: EmbeddingStore | None,
+    *,
+    progress: bool,
+    desc: str,
+    ranks: Ranks,
 ) -> torch.Tensor:
-    """Evaluator embeddings of image files, reused from ``cache`` when it was written for the same
-    evaluator and the same files, so an interrupted or repeated evaluation skips finished sets."""
-    from safetensors import safe_open
-    from safetensors.torch import save
-
-    key = _files_key(scorer, paths) if cache is not None else ""
-    if cache is not None and cache.is_file():
-        try:
-            with safe_open(str(cache), framework="pt") as handle:
-                if (handle.metadata() or {}).get("key") == key:
-                    return handle.get_tensor("embeddings")
-        except Exception:  # a damaged cache file is recomputed, never trusted
-            pass
-    embeddings = _embed_files(scorer, paths, progress=progress, desc=desc, ranks=ranks)
-    if cache is not None and ranks.is_main:
-        with atomic_open(cache, "wb", encoding=None) as handle:
-            handle.write(save({"embeddings": embeddings.contiguous()}, metadata={"key": key}))
-    return embeddings
+    """Evaluator embeddings of image files; images the store already holds (same bytes, same evaluator)
+    are read back instead of encoded, so a repeated or interrupted evaluation skips the encoder."""
+    if store is None:
+        return _embed_files(scorer, paths, progress=progress, desc=desc, ranks=ranks)
+    keys = [file_sha256(p) for p in paths]
+    missing: dict[str, Path] = {}
+    for key, path, row in zip(keys, paths, store.lookup(keys), strict=True):
+        if row < 0 and key not in missing:
+            missing[key] = path
+    if missing:
+        new = _embed_files(scorer, list(missing.values()), progress=progress, desc=desc, ranks=ranks)
+        if ranks.is_main:
+            store.add(list(missing), new)
+        ranks.barrier()  # every rank reads the rows the main process just appended
+    return store.get(keys)
 
 
-def _cache_path(config: ScoreCASConfig, source: Path) -> Path | None:
-    import hashlib
-
+def _embedding_store(config: ScoreCASConfig, evaluator: Any) -> EmbeddingStore | None:
     if not config.cache:
         return None
-    name = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
-    return Path(config.out) / "cache" / f"embeddings_{name}.safetensors"
+    root = Path(config.embedding_cache) if config.embedding_cache else Path(config.out) / "cache"
+    try:
+        return EmbeddingStore(root, evaluator)
+    except ConfigError:  # a custom critic without a weights fingerprint: embed without caching
+        return None
 
 
 def evaluate_cas(
@@ -331,6 +331,7 @@ def evaluate_cas(
     if evaluator is None:
         evaluator = _load_evaluator(config)
     scorer = CASScorer(evaluator, probe, dd_mode=config.dd_mode, batch_size=config.batch_size)
+    store = _embedding_store(config, evaluator)
     notes: list[str] = []
     leakage: list[str] = []
     for group in sets.values():
@@ -351,7 +352,7 @@ def evaluate_cas(
     real_embeddings = _cached_embeddings(
         scorer,
         real.paths,
-        _cache_path(config, real.source),
+        store,
         progress=progress,
         desc="embedding real images",
         ranks=ranks,
@@ -377,7 +378,7 @@ def evaluate_cas(
             embeddings = _cached_embeddings(
                 scorer,
                 image_set.paths,
-                _cache_path(config, image_set.source),
+                store,
                 progress=progress,
                 desc=f"embedding {method} {run}",
                 ranks=ranks,

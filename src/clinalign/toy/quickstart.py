@@ -288,6 +288,7 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
                 batch_size=256,
                 seed=cfg.seed,
                 progress=cfg.progress,
+                embedding_cache=out / "embeddings",  # one store for probes and scoring: real images encoded once
             )
             result[role] = {"critic": critic, "probe": trained.probe, "test_accuracy": trained.val_accuracy}
             log(f"      {role} probe accuracy on real test images: {trained.val_accuracy:.3f}")
@@ -342,6 +343,7 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
             n_boot=cfg.n_boot,
             seed=cfg.seed,
             out=str(out / "cas"),
+            embedding_cache=str(out / "embeddings"),
         )
         return evaluate_cas(score_config, evaluator=evaluator, probe=probe, progress=cfg.progress)
 
