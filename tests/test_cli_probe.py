@@ -60,7 +60,7 @@ def test_probe_train_end_to_end(tmp_path, tiny_clip_dir, capsys):
     assert probe.metrics["train_accuracy"] > 0.9
     # the embedding store (one folder per critic) holds every train and val image once
     (store,) = (out_dir / "cache").iterdir()
-    n_used = sum(int(n) for n in re.findall(r"accuracy: [0-9.]+ on (\d+) images", out))
+    n_used = sum(int(n) for n in re.findall(r"accuracy:\s+[0-9.]+ on (\d+) images", out))
     assert n_used > 0 and len((store / "keys.txt").read_text().splitlines()) == n_used
     code, out, _ = _run(["probe", "show", str(out_dir)], capsys)
     assert code == 0 and "red_lesion" in out

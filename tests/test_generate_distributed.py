@@ -113,6 +113,7 @@ def test_a_corrupted_image_is_made_again(prompts, reference, tmp_path):
     assert _images(out) == _images(reference)
 
 
+@pytest.mark.slow
 def test_a_locked_folder_stops_every_rank(prompts, tmp_path):
     from clinalign.utils.outdir import OutputLock
 
