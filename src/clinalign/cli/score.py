@@ -143,9 +143,10 @@ def score_cas(
     pixel_limit(max_image_pixels)
 
     def claim_out() -> None:  # main process only: it holds the lock, a refusal stops every rank
-        # an interrupted run left its embedding cache (and config): continuing reuses it; finished scores are kept
-        interrupted = cache and set(existing_entries(out)) <= {"cache", CONFIG_NAME}
-        claim(out, command="score-cas", overwrite=overwrite, resume=interrupted)
+        # an interrupted run left its embedding cache (and config): continuing reuses it; finished scores are
+        # kept. OUT/evaluation/ holds `clinalign evaluate` checks written there for this report to include.
+        resumable = {"evaluation"} | ({"cache", CONFIG_NAME} if cache else set())
+        claim(out, command="score-cas", overwrite=overwrite, resume=set(existing_entries(out)) <= resumable)
 
     ranks.run_on_main(claim_out)
 
