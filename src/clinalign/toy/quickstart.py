@@ -9,12 +9,15 @@ Steps (each writes under ``out_dir`` and is skipped on a rerun when its outputs 
 4. zero-shot baseline: the base model generates for the held-out test prompts;
 5. LoRA-finetuning baseline (λ_reward = 0, its own learning rate);
 6. CRAFT: DRaFT-K with VDC + CCS + DD + SFS from the training critic (one or more seeds);
-7. score every method with the *evaluator* (CAS, tail analysis with τ from the real test images);
-8. write ``report.html`` and ``summary.json``.
+7. evaluation beyond CAS with the evaluator: FD to the real test images, prompt-level diversity (a few
+   prompts sampled several times per method), memorization against the training images, class silhouette;
+8. score every method with the *evaluator* (CAS, tail analysis with τ from the real test images);
+9. write ``report.html`` and ``summary.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -70,6 +73,12 @@ class QuickstartConfig(BaseModel):
     craft_seeds: list[int] | None = Field(None, description="CRAFT training seeds (default [0, 1]; fast [0]).")
     # --- scoring
     n_boot: int | None = Field(None, ge=2, description="Bootstrap resamples (default 1000; fast 200).")
+    # --- evaluation beyond CAS
+    evaluation: bool = Field(True, description="Run the fd, diversity, memorization and silhouette checks.")
+    diversity_prompts: int | None = Field(
+        None, ge=1, description="Held-out prompts sampled several times for diversity (default 16; fast 8)."
+    )
+    diversity_samples: int = Field(4, ge=2, description="Samples per prompt for diversity (paper: 4).")
 
     def resolved(self) -> QuickstartConfig:
         """A copy with every ``None`` default filled in for the chosen mode."""
@@ -83,6 +92,7 @@ class QuickstartConfig(BaseModel):
             "craft_steps": lambda: 60 if fast else 200,
             "craft_seeds": lambda: [self.seed] if fast else [self.seed, self.seed + 1],
             "n_boot": lambda: 200 if fast else 1000,
+            "diversity_prompts": lambda: 4 if fast else 8,
             # shipped assets are looked up only when no model is given
             "base_model": lambda: str(paths.base_model_dir()),
             "training_critic": lambda: str(paths.training_critic_dir()),
@@ -116,12 +126,13 @@ class QuickstartResult:
 class _Steps:
     """Runs the numbered steps with timing and a one-line log each."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], total: int) -> None:
         self.log = log
+        self.total = total
         self.timings: dict[str, float] = {}
 
     def run(self, name: str, title: str, fn: Callable[[], Any]) -> Any:
-        self.log(f"[{len(self.timings) + 1}/8] {title} ...")
+        self.log(f"[{len(self.timings) + 1}/{self.total}] {title} ...")
         started = time.perf_counter()
         out = fn()
         self.timings[name] = round(time.perf_counter() - started, 2)
@@ -202,7 +213,13 @@ def _train_lora(
 
 
 def _generate(
-    cfg: QuickstartConfig, *, lora: Path | None, prompts_file: Path, out: Path, seed: int | None = None
+    cfg: QuickstartConfig,
+    *,
+    lora: Path | None,
+    prompts_file: Path,
+    out: Path,
+    seed: int | None = None,
+    n_per_prompt: int = 1,
 ) -> Path:
     from clinalign.diffusion import generate_to_dir, load_diffusion_model, read_prompts
 
@@ -211,7 +228,7 @@ def _generate(
     if manifest.is_file():
         from clinalign.utils.io import read_jsonl
 
-        if len(read_jsonl(manifest)) >= len(rows):
+        if len(read_jsonl(manifest)) >= len(rows) * n_per_prompt:
             return out
     model = load_diffusion_model(str(cfg.base_model), device=cfg.device)
     if lora is not None:
@@ -221,7 +238,7 @@ def _generate(
         model,
         rows,
         out,
-        n_per_prompt=1,
+        n_per_prompt=n_per_prompt,
         seed=cfg.seed if seed is None else seed,
         resolution=cfg.resolution,
         num_inference_steps=cfg.eval_inference_steps,
@@ -232,6 +249,94 @@ def _generate(
         extra=extra,
     )
     return out
+
+
+def _probe_embeddings(cache: Any, probe_dir: Path, enriched: Path) -> None:
+    """Add the real train/test embeddings the evaluator's probe training cached to ``cache`` (same critic only)."""
+    from safetensors import safe_open
+
+    from clinalign.probe_training import EMBEDDINGS_NAME
+
+    for split, prefix in (("train", "train"), ("test", "val")):
+        path = probe_dir / "cache" / f"{prefix}_{EMBEDDINGS_NAME}"
+        if not path.is_file():
+            continue
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("critic") != cache.critic.name:
+                continue
+            embeddings = handle.get_tensor("embeddings")
+        images = {r["id"]: Path(r["image"]) for r in _train_rows(enriched, split)}
+        ids = meta.get("ids", "").split("\n")
+        if len(ids) == embeddings.shape[0] and all(i in images for i in ids):
+            cache.add([images[i] for i in ids], embeddings)
+
+
+def _evaluation(
+    cfg: QuickstartConfig, out: Path, gen_dirs: dict[str, list[Path]], evaluator: Any, enriched: Path, test_file: Path
+) -> dict[str, Any]:
+    """fd, diversity, memorization and silhouette on the toy methods, written to ``cas/evaluation/<check>``.
+
+    All four share one embedding cache, seeded with the real-image embeddings the probe step computed, so
+    each image goes through the evaluator once; diversity samples ``diversity_samples`` images for each of
+    the first ``diversity_prompts`` held-out prompts per method (the only extra generation).
+    """
+    from clinalign.evaluation import (
+        DistributionConfig,
+        DiversityConfig,
+        MemorizationConfig,
+        SilhouetteConfig,
+        evaluate_diversity,
+        evaluate_fd,
+        evaluate_memorization,
+        evaluate_silhouette,
+    )
+    from clinalign.evaluation.inputs import EmbeddingCache
+    from clinalign.utils.io import atomic_write_text, read_jsonl
+
+    cache = EmbeddingCache(evaluator)
+    _probe_embeddings(cache, out / "probes" / "evaluator", enriched)
+    methods = {m: [str(p) for p in paths] for m, paths in gen_dirs.items()}
+    folder = out / "cas" / "evaluation"
+    common = {"methods": methods, "device": cfg.device, "batch_size": 64}
+    results: dict[str, Any] = {}
+    fd_config = DistributionConfig(
+        **common, real=str(test_file), evaluators=[str(cfg.evaluator)], out=str(folder / "fd")
+    )
+    results["fd"] = evaluate_fd(fd_config, critics={str(cfg.evaluator): cache})
+
+    prompts = out / "enrich" / "diversity_prompts.jsonl"
+    if not prompts.is_file():
+        rows = read_jsonl(test_file)[: cfg.diversity_prompts]
+        atomic_write_text(prompts, "".join(json.dumps(r) + "\n" for r in rows))
+    loras = {"zero_shot": None, "lora": out / "methods" / "lora" / "lora"}
+    loras["craft"] = out / "methods" / "craft" / f"seed{(cfg.craft_seeds or [cfg.seed])[0]}" / "lora"
+    diversity_sets = {
+        m: [
+            str(
+                _generate(
+                    cfg,
+                    lora=lora,
+                    prompts_file=prompts,
+                    out=out / "methods" / m / "gen_diversity",
+                    n_per_prompt=cfg.diversity_samples,
+                )
+            )
+        ]
+        for m, lora in loras.items()
+    }
+    diversity_config = DiversityConfig(**{**common, "methods": diversity_sets}, out=str(folder / "diversity"))
+    results["diversity"] = evaluate_diversity(diversity_config, critic=cache)
+
+    memorization_config = MemorizationConfig(
+        **common, train=str(enriched), train_split="train", real=str(test_file), out=str(folder / "memorization")
+    )
+    results["memorization"] = evaluate_memorization(memorization_config, encoder=cache)
+    silhouette_config = SilhouetteConfig(
+        **common, real=str(test_file), evaluator=str(cfg.evaluator), out=str(folder / "silhouette")
+    )
+    results["silhouette"] = evaluate_silhouette(silhouette_config, critic=cache)
+    return results
 
 
 def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = print) -> QuickstartResult:
@@ -249,7 +354,7 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "quickstart_config.json", cfg.model_dump())
-    steps = _Steps(log)
+    steps = _Steps(log, total=9 if cfg.evaluation else 8)
 
     files = steps.run(
         "data",
@@ -288,7 +393,6 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
                 batch_size=256,
                 seed=cfg.seed,
                 progress=cfg.progress,
-                embedding_cache=out / "embeddings",  # one store for probes and scoring: real images encoded once
             )
             result[role] = {"critic": critic, "probe": trained.probe, "test_accuracy": trained.val_accuracy}
             log(f"      {role} probe accuracy on real test images: {trained.val_accuracy:.3f}")
@@ -343,10 +447,17 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
             n_boot=cfg.n_boot,
             seed=cfg.seed,
             out=str(out / "cas"),
-            embedding_cache=str(out / "embeddings"),
         )
         return evaluate_cas(score_config, evaluator=evaluator, probe=probe, progress=cfg.progress)
 
+    evaluation: dict[str, Any] = {}
+    if cfg.evaluation:
+        # before scoring, so the CAS report (cas/tables.md, cas/summary.json) includes the checks too
+        evaluation = steps.run(
+            "evaluation",
+            "evaluation beyond CAS: fd, diversity, memorization, silhouette",
+            lambda: _evaluation(cfg, out, gen_dirs, fitted["evaluator"]["critic"], enriched, test_file),
+        )
     report = steps.run("score", "score every method with the evaluator (CAS, tail analysis)", score)
     summary = summarize(
         report,
@@ -356,6 +467,8 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
         n_boot=cfg.n_boot or 1000,
         seed=cfg.seed,
     )
+    if evaluation:
+        summary["evaluation"] = {check: result.summary["results"] for check, result in evaluation.items()}
     test_rows = _train_rows(enriched, "test")
     real_images = ([Path(r["image"]) for r in test_rows], [r["label"] for r in test_rows])
     report_path = steps.run(
