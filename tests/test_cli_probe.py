@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -57,7 +58,10 @@ def test_probe_train_end_to_end(tmp_path, tiny_clip_dir, capsys):
     assert probe.critic_name == f"transformers:{tiny_clip_dir.resolve()}"
     # flat colour classes are linearly separable even in a random critic's space
     assert probe.metrics["train_accuracy"] > 0.9
-    assert (out_dir / "cache" / "train_embeddings.safetensors").is_file()
+    # the embedding store (one folder per critic) holds every train and val image once
+    (store,) = (out_dir / "cache").iterdir()
+    n_used = sum(int(n) for n in re.findall(r"accuracy:\s+[0-9.]+ on (\d+) images", out))
+    assert n_used > 0 and len((store / "keys.txt").read_text().splitlines()) == n_used
     code, out, _ = _run(["probe", "show", str(out_dir)], capsys)
     assert code == 0 and "red_lesion" in out
 

@@ -342,7 +342,8 @@ def test_rerun_reuses_cached_embeddings(world, clip_critic, tmp_path):
     )
     probe = LinearProbe.load(world["probe"])
     first = evaluate_cas(config, evaluator=clip_critic, probe=probe, progress=False)
-    assert len(list((tmp_path / "out" / "cache").glob("*.safetensors"))) == 2
+    (store,) = (tmp_path / "out" / "cache").iterdir()  # one embedding store for the evaluator
+    assert len((store / "keys.txt").read_text().splitlines()) == 18 + 18  # real and generated images
     calls = clip_critic.image_encoder_calls
     # a rerun with another DD mode recomputes the scores from cached embeddings: no image encoder call
     second = evaluate_cas(
@@ -351,14 +352,24 @@ def test_rerun_reuses_cached_embeddings(world, clip_critic, tmp_path):
     assert clip_critic.image_encoder_calls == calls
     np.testing.assert_allclose(second.method_scores("craft").vdc, first.method_scores("craft").vdc, atol=1e-7)
     assert not np.array_equal(second.method_scores("craft").dd, first.method_scores("craft").dd)
-    # a regenerated image invalidates its set's cache only
+    # the store is keyed by content: a file rewritten with the same bytes is not encoded again, a
+    # regenerated image (new bytes) is, alone (one encoder call for one image)
     victim = world["good"][0] / "images" / "000000_000.png"
-    victim.write_bytes(victim.read_bytes())
-    import os
-
-    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    original = victim.read_bytes()
+    victim.write_bytes(original)
     evaluate_cas(config, evaluator=clip_critic, probe=probe, progress=False)
-    assert clip_critic.image_encoder_calls == calls + 1  # 18 images, one batch of 32
+    assert clip_critic.image_encoder_calls == calls
+    from PIL import Image
+
+    try:
+        pixels = np.asarray(Image.open(victim).convert("RGB")).copy()
+        pixels[0, 0] = 255 - pixels[0, 0]
+        Image.fromarray(pixels).save(victim)
+        evaluate_cas(config, evaluator=clip_critic, probe=probe, progress=False)
+        assert clip_critic.image_encoder_calls == calls + 1
+        assert len((store / "keys.txt").read_text().splitlines()) == 18 + 18 + 1
+    finally:
+        victim.write_bytes(original)  # the module's world is shared with other tests
     # --no-cache: nothing read or written
     evaluate_cas(
         config.model_copy(update={"cache": False, "out": str(tmp_path / "o2")}), evaluator=clip_critic, probe=probe

@@ -10,13 +10,11 @@ from pathlib import Path
 import torch
 
 from clinalign.critics.base import Critic
+from clinalign.critics.cache import EmbeddingStore
 from clinalign.critics.embed import embed_image_files
 from clinalign.data.records import Record
 from clinalign.errors import DataError
 from clinalign.probe import LinearProbe
-from clinalign.utils.io import atomic_write_bytes
-
-EMBEDDINGS_NAME = "embeddings.safetensors"
 
 
 @dataclass
@@ -61,29 +59,14 @@ def split_for_validation(
     return train, val
 
 
-def _cached_embeddings(critic: Critic, records: Sequence[Record], cache: Path, **kwargs) -> torch.Tensor:
-    """Embed records, reusing a cache file written for the same critic and the same record ids."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, save
-
-    ids = [r.id for r in records]
-    if cache.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(cache), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                names = set(handle.keys())
-                shape = handle.get_slice("embeddings").get_shape() if "embeddings" in names else None
-            same_run = meta.get("critic") == critic.name and meta.get("ids") == "\n".join(ids)
-            if same_run and shape == [len(ids), critic.embed_dim]:
-                return load_file(str(cache))["embeddings"]
-        except (SafetensorError, OSError, ValueError):
-            pass  # a damaged cache is recomputed, never trusted
-    embeddings = embed_image_files(critic, [r.image for r in records], **kwargs)
-    data = save({"embeddings": embeddings.contiguous()}, metadata={"critic": critic.name, "ids": "\n".join(ids)})
-    atomic_write_bytes(cache, data)
-    return embeddings
+def _cached_embeddings(
+    critic: Critic, records: Sequence[Record], store: EmbeddingStore | None, **kwargs
+) -> torch.Tensor:
+    """Embed records' images, reading back those the store already holds for this critic."""
+    paths = [r.image for r in records]
+    if store is None:
+        return embed_image_files(critic, paths, **kwargs)
+    return store.embed_files(paths, **kwargs)
 
 
 def train_probe(
@@ -99,10 +82,14 @@ def train_probe(
     embed_batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    embedding_cache: str | os.PathLike[str] | None = None,
+    cache: bool = True,
 ) -> ProbeTrainingResult:
     """Embed real images with ``critic``, fit a :class:`LinearProbe`, save it to ``out_dir``.
 
-    Embeddings are cached in ``out_dir`` so a rerun (e.g. with other epochs) skips the encoder.
+    Embeddings are kept in an :class:`~clinalign.critics.cache.EmbeddingStore` (``out_dir/cache``, or the
+    shared ``embedding_cache`` folder), so a rerun (e.g. with other epochs), ``score-cas`` and the
+    evaluation checks skip the encoder for images already embedded with this critic.
     Class names default to the sorted labels of the training records.
     """
     if not train_records:
@@ -119,10 +106,13 @@ def train_probe(
     if len(names) < 2:
         raise DataError(f"a probe needs at least 2 classes, the training images have {names}.")
     common = {"batch_size": embed_batch_size, "progress": progress}
-    x_train = _cached_embeddings(critic, train_records, out / "cache" / f"train_{EMBEDDINGS_NAME}", **common)
+    store = None
+    if cache:
+        store = EmbeddingStore(out / "cache" if embedding_cache is None else Path(embedding_cache), critic)
+    x_train = _cached_embeddings(critic, train_records, store, **common)
     x_val = None
     if val_records:
-        x_val = _cached_embeddings(critic, val_records, out / "cache" / f"val_{EMBEDDINGS_NAME}", **common)
+        x_val = _cached_embeddings(critic, val_records, store, **common)
     probe = LinearProbe.fit(
         x_train,
         [r.label for r in train_records],

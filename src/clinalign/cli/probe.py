@@ -55,6 +55,11 @@ def train(
         DEFAULT_MAX_IMAGE_PIXELS, help="Refuse images with more pixels (decompression bombs); 0: no limit."
     ),
     encoding: str = typer.Option("utf-8", help="Text encoding of the manifest."),
+    embedding_cache: Path | None = typer.Option(
+        None,
+        "--embedding-cache",
+        help="Embedding store shared with other runs (score-cas, evaluate, quickstart); default OUT/cache.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     protocol: str | None = typer.Option(
         None, help="craft-paper: no validation hold-out, 50 epochs, Adam 1e-3, batch 256; split from split.json."
@@ -103,6 +108,7 @@ def train(
         embed_batch_size=embed_batch_size,
         seed=seed,
         progress=progress,
+        embedding_cache=embedding_cache,
     )
     val = f"{result.val_accuracy:.3f} on {result.n_val} images" if result.val_accuracy is not None else "n/a"
     typer.echo(f"critic:         {model.name}")

@@ -60,6 +60,11 @@ def score_cas(
     cache: bool = typer.Option(
         True, "--cache/--no-cache", help="Reuse image embeddings in OUT/cache from an earlier (interrupted) run."
     ),
+    embedding_cache: Path | None = typer.Option(
+        None,
+        "--embedding-cache",
+        help="Embedding store shared with other runs (probe train, evaluate, quickstart); default OUT/cache.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Empty --out first (a folder holding finished scores is refused without it)."
@@ -84,6 +89,9 @@ def score_cas(
         clinalign score-cas --method craft=runs/craft_s0/gen --method craft=runs/craft_s1/gen \\
           --method lora=runs/lora_s0/gen --real data/test_enriched.jsonl --checklists checklists.yaml \\
           --evaluator google/siglip-base-patch16-224 --probe probes/siglip --out runs/cas_compare
+
+    Several processes (GPUs or nodes): `accelerate launch --num_processes 4 -m clinalign score-cas ...`
+    embeds the images in batches dealt to the ranks and writes the same files as one process.
     """
     import warnings
 
@@ -93,8 +101,10 @@ def score_cas(
     from clinalign.errors import ConfigError
     from clinalign.scoring.report import CONFIG_NAME, ScoreCASConfig, evaluate_cas
     from clinalign.scoring.sets import EvaluationLeakageWarning
+    from clinalign.utils.distributed import process_group
     from clinalign.utils.outdir import check_output_path, existing_entries
 
+    ranks = process_group()
     if protocol is not None:
         from clinalign.protocols.commands import scoring_settings
 
@@ -112,7 +122,7 @@ def score_cas(
             checklists=None if checklists is None else str(checklists),
             evaluator=evaluator,
             probe=str(probe),
-            device=device,
+            device=device if device is not None or not ranks.distributed else ranks.device,
             dtype=dtype.value,
             batch_size=batch_size,
             dd_mode=dd_mode.value,  # type: ignore[arg-type]
@@ -121,6 +131,7 @@ def score_cas(
             seed=seed,
             n_lowest=n_lowest,
             cache=cache,
+            embedding_cache=None if embedding_cache is None else str(embedding_cache),
             out=str(out),
         )
     except ValidationError as exc:
@@ -130,10 +141,20 @@ def score_cas(
         raise ConfigError(f"invalid score-cas options: {problems}.") from None
     check_output_path(out)
     pixel_limit(max_image_pixels)
-    # an interrupted run left its embedding cache (and config): continuing reuses it; finished scores are kept
-    # OUT/evaluation holds `clinalign evaluate` results for the report: an input here, never cleared
-    interrupted = cache and set(existing_entries(out)) <= {"cache", CONFIG_NAME, "evaluation"}
-    claim(out, command="score-cas", overwrite=overwrite, resume=interrupted, inputs=("evaluation",))
+
+    def claim_out() -> None:  # main process only: it holds the lock, a refusal stops every rank
+        # an interrupted run left its embedding cache (and config): continuing reuses it; finished scores are
+        # kept. OUT/evaluation/ holds `clinalign evaluate` checks written there for this report to include.
+        resumable = {"evaluation"} | ({"cache", CONFIG_NAME} if cache else set())
+        claim(
+            out,
+            command="score-cas",
+            overwrite=overwrite,
+            resume=set(existing_entries(out)) <= resumable,
+            inputs=("evaluation",),  # never emptied by --overwrite
+        )
+
+    ranks.run_on_main(claim_out)
 
     show_warning = warnings.showwarning
 
@@ -146,11 +167,13 @@ def score_cas(
 
     # print the leakage banner as soon as it is known (before the long scoring), not at the end
     with warnings.catch_warnings():
-        warnings.simplefilter("always", EvaluationLeakageWarning)
+        # warn once, not once per rank
+        warnings.simplefilter("always" if ranks.is_main else "ignore", EvaluationLeakageWarning)
         warnings.showwarning = _show
-        report = evaluate_cas(config, progress=progress)
-    typer.echo(report.console_table())
-    typer.echo(f"wrote {len(report.files)} files to {report.out_dir}")
+        report = evaluate_cas(config, progress=progress and ranks.is_main, ranks=ranks)
+    if ranks.is_main:
+        typer.echo(report.console_table())
+        typer.echo(f"wrote {len(report.files)} files to {report.out_dir}")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,12 +27,15 @@ _GENERATE_HELP = """Generate PNGs from prompts with a base model and optionally 
 
 Writes OUT/images/*.png and OUT/manifest.jsonl (file, prompt, label, seed, sample_index, ref_id, \
 checklist). Each image has its own seed derived from --seed, so output does not depend on \
---batch-size; rerunning skips images already written.
+--batch-size or on the number of processes; rerunning skips images already written and verified \
+(also after a crash of any rank). Several processes: `accelerate launch --num_processes N -m \
+clinalign generate ...` shards the prompts over ranks and merges one manifest in prompt order.
 
 \b
 Examples:
   clinalign generate --model stabilityai/stable-diffusion-2-1-base --lora runs/craft/lora \\
       --prompts data/test_enriched.jsonl --n-per-prompt 4 --out gen/ --seed 0
+  accelerate launch --num_processes 4 -m clinalign generate --model ./sd --prompts test.jsonl --out gen/
   clinalign generate --model ./tiny-sd --prompts prompts.txt --n-per-prompt 2 --out gen/ --resolution 32
 """
 
@@ -126,16 +129,23 @@ def generate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Empty --out first (a rerun otherwise resumes)."),
 ) -> None:
     from clinalign.cli._output import claim
-    from clinalign.diffusion import generate_to_dir, load_diffusion_model, read_prompts
+    from clinalign.diffusion import generate_images, load_diffusion_model, read_prompts
+    from clinalign.utils.distributed import process_group
     from clinalign.utils.outdir import existing_entries
 
     rows = read_prompts(prompts)
-    own = bool({"manifest.jsonl", "generate_config.json"} & set(existing_entries(out)))  # its own run resumes
-    claim(out, command="generate", overwrite=overwrite, resume=own)
-    diffusion = load_diffusion_model(model, device=device, dtype=dtype.value)
+    ranks = process_group()
+
+    def claim_out() -> None:  # main process only; the other ranks learn its outcome
+        own = bool({"manifest.jsonl", "generate_config.json", "parts"} & set(existing_entries(out)))
+        claim(out, command="generate", overwrite=overwrite, resume=own)  # its own run resumes
+
+    # the lock is held by the main process for the whole command; a refusal stops every rank
+    ranks.run_on_main(claim_out)
+    diffusion = load_diffusion_model(model, device=device or ranks.device, dtype=dtype.value)
     if lora is not None:
         diffusion.load_lora(lora)
-    manifest = generate_to_dir(
+    result = generate_images(
         diffusion,
         rows,
         out,
@@ -148,8 +158,15 @@ def generate(
         batch_size=batch_size,
         progress_bar=not no_progress,
         extra={"lora": lora, "prompts": str(prompts)},
+        ranks=ranks,
     )
-    typer.echo(f"wrote {len(rows) * n_per_prompt} images; manifest: {manifest}")
+    if ranks.is_main:
+        for t in result.throughput:
+            typer.echo(f"rank {t.rank}: {t.images} images in {t.seconds:.1f} s ({t.images_per_second:.2f} images/s)")
+        typer.echo(
+            f"wrote {result.generated} images ({result.skipped} already there, {result.total} in the set); "
+            f"manifest: {result.manifest}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,12 +14,14 @@ from pathlib import Path
 import torch
 
 from clinalign.critics.base import Critic, TextTruncationWarning, same_model
+from clinalign.critics.cache import EmbeddingStore
 from clinalign.critics.preprocess import ImagePreprocessConfig, preprocess_images
 from clinalign.errors import ConfigError, ModelLoadError
 from clinalign.utils.torch_utils import resolve_device, resolve_dtype
 
 __all__ = [
     "Critic",
+    "EmbeddingStore",
     "ImagePreprocessConfig",
     "TextTruncationWarning",
     "available_backends",

@@ -6,7 +6,16 @@
 >>> out.images   # [1,3,512,512] in [0,1], differentiable into the LoRA weights through the last step
 """
 
-from clinalign.diffusion.generate import MANIFEST_NAME, PromptRow, generate_to_dir, read_prompts, sample_seed
+from clinalign.diffusion.generate import (
+    MANIFEST_NAME,
+    GenerateResult,
+    PromptRow,
+    RankThroughput,
+    generate_images,
+    generate_to_dir,
+    read_prompts,
+    sample_seed,
+)
 from clinalign.diffusion.lora import DEFAULT_TARGETS, LORA_WEIGHT_NAME, LoraSpec
 from clinalign.diffusion.model import DiffusionModel, load_diffusion_model, resolve_dtype
 from clinalign.diffusion.sampling import SampleOutput, denoising_loss, sample
@@ -16,10 +25,13 @@ __all__ = [
     "LORA_WEIGHT_NAME",
     "MANIFEST_NAME",
     "DiffusionModel",
+    "GenerateResult",
     "LoraSpec",
     "PromptRow",
+    "RankThroughput",
     "SampleOutput",
     "denoising_loss",
+    "generate_images",
     "generate_to_dir",
     "load_diffusion_model",
     "read_prompts",

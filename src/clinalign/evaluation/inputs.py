@@ -162,10 +162,15 @@ def load_evaluator(name: str, *, device: str | None = None, dtype: str = "fp32")
 
 class EmbeddingCache:
     """Image embeddings of one critic kept by resolved file path, so several checks in one process (the
-    quickstart runs four) embed each image once; embeddings computed elsewhere (a probe's cache) can be added."""
+    quickstart runs four) embed each image once; embeddings computed elsewhere (a probe's cache) can be added.
 
-    def __init__(self, critic: Any) -> None:
+    With ``store`` (a :class:`~clinalign.critics.cache.EmbeddingStore` of the same critic, e.g. the folder
+    ``probe train`` and ``score-cas`` use), images missing here are read from disk or, when new there too,
+    encoded and added to it, so the checks share embeddings with the other commands."""
+
+    def __init__(self, critic: Any, *, store: Any | None = None) -> None:
         self.critic = critic
+        self.store = store
         self._rows: dict[Path, torch.Tensor] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -183,7 +188,9 @@ class EmbeddingCache:
 
         keys = [Path(p).resolve() for p in paths]
         missing = list(dict.fromkeys(k for k in keys if k not in self._rows))
-        if missing:
+        if missing and self.store is not None:
+            self.add(missing, self.store.embed_files(missing, batch_size=batch_size, progress=progress))
+        elif missing:
             self.add(missing, embed_image_files(self.critic, missing, batch_size=batch_size, progress=progress))
         if not keys:
             return torch.zeros(0, getattr(self.critic, "embed_dim", 0))

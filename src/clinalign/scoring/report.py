@@ -11,8 +11,9 @@ method), scores them all with one evaluator and probe, and writes to ``config.ou
 - ``score_config.json``: the config that produced all of it;
 - an "Evaluation beyond CAS" section in ``tables.md`` and ``summary.json`` for every ``clinalign evaluate``
   check found in ``evaluation/<check>/`` (run the checks with ``--out OUT/evaluation/<check>``);
-- ``cache/``: evaluator image embeddings per set, so a rerun (after an interruption, or with other
-  metric options) skips the image encoder for sets whose files and evaluator are unchanged.
+- ``cache/``: the evaluator's image embeddings (a :class:`~clinalign.critics.cache.EmbeddingStore`, keyed by
+  image content), so a rerun (after an interruption, or with other metric options) encodes no image twice;
+  ``embedding_cache`` points at a store shared with other runs instead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinalign import __version__
+from clinalign.critics.cache import EmbeddingStore, file_sha256
 from clinalign.errors import ConfigError, DataError
 from clinalign.evaluation.report import collect_results, evaluation_markdown
 from clinalign.scoring.scorer import NO_REFERENCE_NOTE, CASScorer, CASScores, describe_cas
@@ -41,6 +43,7 @@ from clinalign.scoring.sets import (
 )
 from clinalign.scoring.tables import Table, comparison_table, per_class_table, tail_table
 from clinalign.scoring.tail import TailAnalysis, average_tails, tail_analysis
+from clinalign.utils.distributed import Ranks
 from clinalign.utils.io import atomic_open, atomic_write_text, write_json
 
 CONFIG_NAME = "score_config.json"
@@ -83,7 +86,14 @@ class ScoreCASConfig(BaseModel):
     n_lowest: int = Field(8, ge=0, description="Lowest-CAS images per method in lowest_cas.png (0: no grid).")
     plot_kind: Literal["violin", "box"] = Field("violin", description="Per-primitive plot style.")
     cache: bool = Field(
-        True, description="Keep evaluator image embeddings in OUT/cache so a rerun skips sets already embedded."
+        True,
+        description="Keep evaluator image embeddings in an on-disk store (OUT/cache, or `embedding_cache`) so "
+        "images already embedded with this evaluator are not encoded again.",
+    )
+    embedding_cache: str | None = Field(
+        None,
+        description="Folder of an embedding store shared with other runs and commands (probe train, evaluate, "
+        "quickstart); default OUT/cache.",
     )
     out: str = Field(description="Output directory.")
 
@@ -206,67 +216,77 @@ def _score_set(
     *,
     use_sfs: bool,
     extra: dict[str, Any],
+    ranks: Ranks,
 ) -> CASScores:
-    """Score a set from its evaluator embeddings (texts are encoded, and cached, by the evaluator)."""
+    """Score a set from its evaluator embeddings, in batches dealt to the ranks; every rank gets all rows.
+
+    The texts are encoded (and cached by the evaluator) in one call before the rows are dealt, and the
+    batches are the same whatever the number of processes, so the numbers are too.
+    """
     scorer.reset()
     n = len(image_set)
-    references = None
-    if use_sfs and image_set.ref_ids is not None:
-        references = scorer.cached_references(image_set.ref_ids)
-    return scorer.update_from_embeddings(
-        embeddings,
-        image_set.prompts,
-        image_set.checklists,
-        image_set.labels,
-        references,
-        ids=image_set.ids,
-        extra={**{k: [v] * n for k, v in extra.items()}, "ref_id": image_set.ref_ids or [""] * n},
-    )
+    scorer.evaluator.encode_texts(list(dict.fromkeys([*image_set.prompts, *image_set.checklists])))
+    columns = {**{k: [v] * n for k, v in extra.items()}, "ref_id": image_set.ref_ids or [""] * n}
+    for index in _my_batches(n, scorer.batch_size, ranks):
+        picked = index.tolist()
+        references = None
+        if use_sfs and image_set.ref_ids is not None:
+            references = scorer.cached_references([image_set.ref_ids[i] for i in picked])
+        scorer.update_from_embeddings(
+            embeddings[index],
+            [image_set.prompts[i] for i in picked],
+            [image_set.checklists[i] for i in picked],
+            [image_set.labels[i] for i in picked],
+            references,
+            ids=[image_set.ids[i] for i in picked],
+            extra={k: [v[i] for i in picked] for k, v in columns.items()},
+            indices=index,
+        )
+    scores = scorer.compute(sync=ranks.distributed)
+    scorer.reset()
+    return scores
 
 
-def _files_key(scorer: CASScorer, paths: list[Path]) -> str:
-    """What an embedding cache is valid for: the evaluator's weights and preprocessing, and each file's
-    path, size and modification time (a regenerated image invalidates the cache)."""
-    import hashlib
-
-    evaluator = scorer.evaluator
-    digest = hashlib.sha256(f"{evaluator.name}|{_fingerprint(evaluator)}|{evaluator.image_size}".encode())
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"|{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
+def _my_batches(n: int, batch_size: int, ranks: Ranks) -> list[np.ndarray]:
+    """Positions of this rank's batches: ``range(n)`` cut into batches of ``batch_size``, dealt in turn."""
+    starts = range(ranks.process_index * batch_size, n, batch_size * ranks.num_processes)
+    return [np.arange(start, min(start + batch_size, n)) for start in starts]
 
 
 def _cached_embeddings(
-    scorer: CASScorer, paths: list[Path], cache: Path | None, *, progress: bool, desc: str
+    scorer: CASScorer,
+    paths: list[Path],
+    store: EmbeddingStore | None,
+    *,
+    progress: bool,
+    desc: str,
+    ranks: Ranks,
 ) -> torch.Tensor:
-    """Evaluator embeddings of image files, reused from ``cache`` when it was written for the same
-    evaluator and the same files, so an interrupted or repeated evaluation skips finished sets."""
-    from safetensors import safe_open
-    from safetensors.torch import save
-
-    key = _files_key(scorer, paths) if cache is not None else ""
-    if cache is not None and cache.is_file():
-        try:
-            with safe_open(str(cache), framework="pt") as handle:
-                if (handle.metadata() or {}).get("key") == key:
-                    return handle.get_tensor("embeddings")
-        except Exception:  # a damaged cache file is recomputed, never trusted
-            pass
-    embeddings = _embed_files(scorer, paths, progress=progress, desc=desc)
-    if cache is not None:
-        with atomic_open(cache, "wb", encoding=None) as handle:
-            handle.write(save({"embeddings": embeddings.contiguous()}, metadata={"key": key}))
-    return embeddings
+    """Evaluator embeddings of image files; images the store already holds (same bytes, same evaluator)
+    are read back instead of encoded, so a repeated or interrupted evaluation skips the encoder."""
+    if store is None:
+        return _embed_files(scorer, paths, progress=progress, desc=desc, ranks=ranks)
+    keys = [file_sha256(p) for p in paths]
+    missing: dict[str, Path] = {}
+    for key, path, row in zip(keys, paths, store.lookup(keys), strict=True):
+        if row < 0 and key not in missing:
+            missing[key] = path
+    if missing:
+        new = _embed_files(scorer, list(missing.values()), progress=progress, desc=desc, ranks=ranks)
+        if ranks.is_main:
+            store.add(list(missing), new)
+        ranks.barrier()  # every rank reads the rows the main process just appended
+    return store.get(keys)
 
 
-def _cache_path(config: ScoreCASConfig, source: Path) -> Path | None:
-    import hashlib
-
+def _embedding_store(config: ScoreCASConfig, evaluator: Any) -> EmbeddingStore | None:
     if not config.cache:
         return None
-    name = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
-    return Path(config.out) / "cache" / f"embeddings_{name}.safetensors"
+    root = Path(config.embedding_cache) if config.embedding_cache else Path(config.out) / "cache"
+    try:
+        return EmbeddingStore(root, evaluator)
+    except ConfigError:  # a custom critic without a weights fingerprint: embed without caching
+        return None
 
 
 def evaluate_cas(
@@ -275,12 +295,18 @@ def evaluate_cas(
     evaluator: Any = None,
     probe: Any = None,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> CASReport:
     """Score the real and generated sets in ``config`` and write the report to ``config.out``.
 
     ``evaluator`` / ``probe`` may be passed already loaded (they then override ``config.evaluator`` /
     ``config.probe`` for loading, though the config is still saved as given).
+
+    With ``ranks`` of several processes (``accelerate launch -m clinalign score-cas``) every rank calls
+    this: the images are embedded in batches dealt to the ranks, the per-image rows are gathered by
+    :meth:`CASScorer.compute`, and the main process writes the report, equal to a single-process run.
     """
+    ranks = ranks or Ranks()
     if (evaluator is None) != (probe is None):
         raise ConfigError("pass both evaluator and probe, or neither (then they load from the config).")
     # read and validate every input before the evaluator loads, so bad rows fail in seconds; the
@@ -305,6 +331,7 @@ def evaluate_cas(
     if evaluator is None:
         evaluator = _load_evaluator(config)
     scorer = CASScorer(evaluator, probe, dd_mode=config.dd_mode, batch_size=config.batch_size)
+    store = _embedding_store(config, evaluator)
     notes: list[str] = []
     leakage: list[str] = []
     for group in sets.values():
@@ -323,7 +350,12 @@ def evaluate_cas(
 
     # the real images are embedded once: as the reference distribution and as SFS references
     real_embeddings = _cached_embeddings(
-        scorer, real.paths, _cache_path(config, real.source), progress=progress, desc="embedding real images"
+        scorer,
+        real.paths,
+        store,
+        progress=progress,
+        desc="embedding real images",
+        ranks=ranks,
     )
     scorer.cache_references(real.ids, real_embeddings)
     real_scores = scorer.update_from_embeddings(
@@ -346,9 +378,10 @@ def evaluate_cas(
             embeddings = _cached_embeddings(
                 scorer,
                 image_set.paths,
-                _cache_path(config, image_set.source),
+                store,
                 progress=progress,
                 desc=f"embedding {method} {run}",
+                ranks=ranks,
             )
             scores = _score_set(
                 scorer,
@@ -356,6 +389,7 @@ def evaluate_cas(
                 embeddings,
                 use_sfs=use_sfs,
                 extra={"method": method, "run": run, "seed": "" if image_set.seed is None else image_set.seed},
+                ranks=ranks,
             )
             runs[method].append(RunResult(method, run, image_set, scores, check_leakage(evaluator, image_set)))
 
@@ -388,7 +422,9 @@ def evaluate_cas(
         out_dir=Path(config.out),
         run_tails=run_tails,
     )
-    write_report(report, config)
+    if ranks.is_main:
+        write_report(report, config)
+    ranks.barrier()  # the report is complete on disk when any rank returns
     return report
 
 
@@ -399,17 +435,22 @@ def _fingerprint(critic: Any) -> str:
         return ""
 
 
-def _embed_files(scorer: CASScorer, paths: list[Path], *, progress: bool, desc: str) -> torch.Tensor:
+def _embed_files(scorer: CASScorer, paths: list[Path], *, progress: bool, desc: str, ranks: Ranks) -> torch.Tensor:
+    """Evaluator embeddings [N,D] of image files; each rank embeds its batches, every rank gets them all."""
     from tqdm.auto import tqdm
 
-    chunks = []
+    chunks: list[tuple[int, torch.Tensor]] = []
     size = scorer.evaluator.image_size
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        for start in range(0, len(paths), scorer.batch_size):
-            batch = paths[start : start + scorer.batch_size]
-            chunks.append(scorer.embed_images(_load_batch(batch, size)))
+    mine = _my_batches(len(paths), scorer.batch_size, ranks)
+    with tqdm(total=sum(len(b) for b in mine), desc=desc, unit="img", disable=not progress or not ranks.is_main) as bar:
+        for index in mine:
+            batch = [paths[i] for i in index.tolist()]
+            chunks.append((int(index[0]), scorer.embed_images(_load_batch(batch, size))))
             bar.update(len(batch))
-    return torch.cat(chunks)
+    if ranks.distributed:
+        chunks = [chunk for rank_chunks in ranks.gather(chunks) for chunk in rank_chunks]
+    chunks.sort(key=lambda item: item[0])
+    return torch.cat([tensor for _, tensor in chunks]) if chunks else torch.zeros(0, scorer.evaluator.embed_dim)
 
 
 # ---------------------------------------------------------------------- writing

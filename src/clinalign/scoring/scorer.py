@@ -88,14 +88,17 @@ class CASScores:
 
     def select(self, mask: np.ndarray) -> CASScores:
         """The subset of images where ``mask`` is true (e.g. one class)."""
-        mask = np.asarray(mask, dtype=bool)
-        index = np.flatnonzero(mask)
+        return self.select_order(np.flatnonzero(np.asarray(mask, dtype=bool)))
+
+    def select_order(self, index: Sequence[int] | np.ndarray) -> CASScores:
+        """The images at positions ``index``, in that order."""
+        index = np.asarray(index, dtype=np.int64)
         return CASScores(
-            vdc=self.vdc[mask],
-            ccs=self.ccs[mask],
-            dd=self.dd[mask],
-            sfs=None if self.sfs is None else self.sfs[mask],
-            cas=self.cas[mask],
+            vdc=self.vdc[index],
+            ccs=self.ccs[index],
+            dd=self.dd[index],
+            sfs=None if self.sfs is None else self.sfs[index],
+            cas=self.cas[index],
             labels=[self.labels[i] for i in index],
             predicted=[self.predicted[i] for i in index],
             dd_mode=self.dd_mode,
@@ -171,6 +174,46 @@ class CASScores:
             note=first.note,
             extra={k: [x for p in parts for x in p.extra[k]] for k in sorted(extra_keys)},
         )
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _as_indices(indices: Sequence[int] | torch.Tensor | np.ndarray, n: int) -> np.ndarray:
+    values = indices.detach().cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
+    if values.shape != (n,) or (n and not np.issubdtype(values.dtype, np.integer)):
+        raise DataError(f"indices must be {n} integers (one position per image), got shape {list(values.shape)}.")
+    if n and values.min() < 0:
+        raise DataError(f"indices must be >= 0, got {int(values.min())}.")
+    return values.astype(np.int64)
+
+
+def _ordered(parts: Sequence[CASScores], indices: Sequence[np.ndarray | None]) -> CASScores:
+    """Rows of ``parts`` in the order of their set positions, each position once (padding dropped).
+
+    A position seen twice must carry the same row (a padded shard repeats an image); different rows
+    for one position mean two different images were given the same index, which is refused.
+    """
+    if any(i is None for i in indices):
+        raise ConfigError("pass `indices` to every update() or to none of them.")
+    joined = CASScores.concat(list(parts))
+    positions = np.concatenate([i for i in indices if i is not None])
+    order = np.argsort(positions, kind="stable")
+    sorted_positions = positions[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_positions[1:] != sorted_positions[:-1]
+    rows = joined.rows()
+    for k in np.flatnonzero(~first):
+        a, b = rows[order[k - 1]], rows[order[k]]
+        if a != b:
+            raise DataError(
+                f"index {int(sorted_positions[k])} was given to two different images ({a.get('id', a['label'])!r} "
+                f"and {b.get('id', b['label'])!r}); each image needs its own position in the set."
+            )
+    return joined.select_order(order[first])
 
 
 def describe_cas(primitives: Sequence[str], dd_mode: str) -> str:
@@ -266,6 +309,7 @@ class CASScorer:
     def reset(self) -> None:
         """Forget accumulated scores (cached text and reference embeddings are kept)."""
         self._parts: list[CASScores] = []
+        self._indices: list[np.ndarray | None] = []
 
     def update(
         self,
@@ -277,15 +321,21 @@ class CASScorer:
         *,
         ids: Sequence[str] | None = None,
         extra: dict[str, Sequence[Any]] | None = None,
+        indices: Sequence[int] | torch.Tensor | np.ndarray | None = None,
     ) -> CASScores:
         """Score a batch of images [B,3,H,W] in [0,1] and accumulate it; returns the batch's scores.
 
         ``references`` are the paired real images [B,3,H,W] (or their evaluator embeddings [B,D]).
+        ``indices`` are the images' positions in the whole set (int [B]); needed when several processes
+        score shards of one set, so :meth:`compute` can put the gathered rows back in order and drop
+        the duplicates a sampler adds to even out the last shard.
         """
         n = images.shape[0] if isinstance(images, torch.Tensor) else len(images)
         self._check_lengths(n, prompts, checklists, labels, ids, extra)
         embeddings = self.embed_images(images)
-        return self.update_from_embeddings(embeddings, prompts, checklists, labels, references, ids=ids, extra=extra)
+        return self.update_from_embeddings(
+            embeddings, prompts, checklists, labels, references, ids=ids, extra=extra, indices=indices
+        )
 
     @torch.no_grad()
     def update_from_embeddings(
@@ -298,10 +348,12 @@ class CASScorer:
         *,
         ids: Sequence[str] | None = None,
         extra: dict[str, Sequence[Any]] | None = None,
+        indices: Sequence[int] | torch.Tensor | np.ndarray | None = None,
     ) -> CASScores:
         """Like :meth:`update`, from evaluator image embeddings [B,D] computed elsewhere."""
         n = int(image_embeddings.shape[0])
         self._check_lengths(n, prompts, checklists, labels, ids, extra)
+        positions = None if indices is None else _as_indices(indices, n)
         if image_embeddings.dim() != 2 or image_embeddings.shape[1] != self.evaluator.embed_dim:
             raise DataError(
                 f"image embeddings must be [N,{self.evaluator.embed_dim}] from the evaluator, "
@@ -343,13 +395,44 @@ class CASScorer:
                 "image's CAS averages the same primitives. Pass references for all batches or for none."
             )
         self._parts.append(part)
+        self._indices.append(positions)
         return part
 
-    def compute(self) -> CASScores:
-        """All accumulated per-image scores."""
-        if not self._parts:
-            raise DataError("CASScorer.compute() called before any update(); there is nothing to score.")
-        return CASScores.concat(self._parts)
+    def compute(self, *, sync: bool | None = None) -> CASScores:
+        """All accumulated per-image scores.
+
+        Args:
+            sync: gather the rows of every process of a ``torch.distributed`` job (default: whenever one
+                with several processes is running). Every process must call ``compute`` then; each
+                gets the whole set, ordered by the ``indices`` given to :meth:`update`, with the
+                duplicates of padded shards dropped, so the result equals a single-process run.
+        """
+        if sync is None:
+            sync = _world_size() > 1
+        if not sync:
+            if not self._parts:
+                raise DataError("CASScorer.compute() called before any update(); there is nothing to score.")
+            if any(i is not None for i in self._indices):
+                return _ordered(self._parts, self._indices)
+            return CASScores.concat(self._parts)
+        return self._synced()
+
+    def _synced(self) -> CASScores:
+        import torch.distributed as dist
+
+        if any(i is None for i in self._indices):
+            raise ConfigError(
+                "CASScorer.compute() gathers the rows of several processes, but some update() calls had no "
+                "`indices`: pass each image's position in the whole set (indices=...) so the gathered rows "
+                "can be ordered and padding duplicates dropped, or call compute(sync=False) for this process's rows."
+            )
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (self._parts, self._indices))
+        parts = [p for rank_parts, _ in gathered for p in rank_parts]
+        indices = [i for _, rank_indices in gathered for i in rank_indices]
+        if not parts:
+            raise DataError("CASScorer.compute() called before any update() on every process; nothing to score.")
+        return _ordered(parts, indices)
 
     def score(
         self,
@@ -362,13 +445,13 @@ class CASScorer:
         ids: Sequence[str] | None = None,
     ) -> CASScores:
         """Score a whole set at once (does not touch what :meth:`update` accumulated)."""
-        saved = self._parts
+        saved = self._parts, self._indices
         self.reset()
         try:
             self.update(images, prompts, checklists, labels, references, ids=ids)
-            return self.compute()
+            return self.compute(sync=False)
         finally:
-            self._parts = saved
+            self._parts, self._indices = saved
 
     # ------------------------------------------------------------------ checks
     def _label_indices(self, labels: Sequence[str | int] | torch.Tensor) -> torch.Tensor:
