@@ -469,3 +469,20 @@ def test_torn_last_line_of_train_data_is_an_error_naming_the_line(tmp_path):
     data.write_text("\n".join(rows[:2]) + "\n" + rows[2][:25])  # a crash mid-write
     with pytest.raises(DataError, match=r"train\.jsonl, line 3: the last line is cut off"):
         load_examples(data)
+
+
+def test_train_lock_is_taken_by_the_main_process_only(tmp_path, capsys, monkeypatch):
+    """Under `accelerate launch` every rank runs the command; only rank 0 may hold the folder's lock."""
+    from clinalign.utils.outdir import OutputLock
+
+    run_dir = tmp_path / "run"
+    config = tmp_path / "train.yaml"
+    missing = tmp_path / "missing.jsonl"
+    config.write_text(f"model: {tmp_path / 'no-model'}\ntrain_data: {missing}\noutput_dir: {run_dir}\n")
+    with OutputLock(run_dir, command="train"):  # the main process of the same job holds it
+        monkeypatch.setenv("RANK", "0")
+        code, _, err = run(["train", "--config", str(config)], capsys)
+        assert code == 2 and "in use by `clinalign train`" in err
+        monkeypatch.setenv("RANK", "1")
+        code, _, err = run(["train", "--config", str(config)], capsys)
+        assert code == 2 and "in use" not in err  # rank 1 went past the lock, to the (missing) data

@@ -87,6 +87,7 @@ def train(
     from clinalign.cli._output import claim
     from clinalign.training import TrainConfig, TrainingInterrupted, train_from_config
     from clinalign.training.config import parse_overrides
+    from clinalign.utils.distributed import launched_rank
 
     flags = {
         "resume_from": resume,
@@ -101,8 +102,11 @@ def train(
     cfg = TrainConfig.from_file(config, set_values=parse_overrides(set_ or []), **flags)
     if cfg.train_data is None:
         raise ConfigError(f"{config}: `train_data` is not set; point it at an enriched JSONL or a manifest.")
-    hint = "pass --resume latest to continue it"
-    claim(cfg.output_dir, command="train", overwrite=overwrite, resume=resume is not None, resume_hint=hint)
+    if launched_rank() == 0:
+        # under `accelerate launch` only the main process holds the folder (another rank taking the same lock
+        # would be refused as a second writer); if it is refused, it exits 2 and the launcher stops the others
+        hint = "pass --resume latest to continue it"
+        claim(cfg.output_dir, command="train", overwrite=overwrite, resume=resume is not None, resume_hint=hint)
     try:
         result = train_from_config(cfg)
     except TrainingInterrupted as stopped:

@@ -35,6 +35,14 @@ def launched_world_size() -> int:
         return 1
 
 
+def launched_rank() -> int:
+    """This process's global rank in a launched job (``RANK``), 0 when not launched by a launcher."""
+    try:
+        return max(0, int(os.environ.get("RANK", "0")))
+    except ValueError:
+        return 0
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place in the job: ``process_index`` of ``num_processes`` (rank 0 is the main process)."""
@@ -121,4 +129,4 @@ def process_group(*, cpu: bool | None = None) -> Ranks:
     return Ranks(process_index=state.process_index, num_processes=state.num_processes, device=str(state.device))
 
 
-__all__ = ["MainProcessError", "Ranks", "launched_world_size", "process_group"]
+__all__ = ["MainProcessError", "Ranks", "launched_rank", "launched_world_size", "process_group"]
