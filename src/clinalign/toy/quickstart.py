@@ -251,27 +251,6 @@ def _generate(
     return out
 
 
-def _probe_embeddings(cache: Any, probe_dir: Path, enriched: Path) -> None:
-    """Add the real train/test embeddings the evaluator's probe training cached to ``cache`` (same critic only)."""
-    from safetensors import safe_open
-
-    from clinalign.probe_training import EMBEDDINGS_NAME
-
-    for split, prefix in (("train", "train"), ("test", "val")):
-        path = probe_dir / "cache" / f"{prefix}_{EMBEDDINGS_NAME}"
-        if not path.is_file():
-            continue
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            if meta.get("critic") != cache.critic.name:
-                continue
-            embeddings = handle.get_tensor("embeddings")
-        images = {r["id"]: Path(r["image"]) for r in _train_rows(enriched, split)}
-        ids = meta.get("ids", "").split("\n")
-        if len(ids) == embeddings.shape[0] and all(i in images for i in ids):
-            cache.add([images[i] for i in ids], embeddings)
-
-
 def _evaluation(
     cfg: QuickstartConfig, out: Path, gen_dirs: dict[str, list[Path]], evaluator: Any, enriched: Path, test_file: Path
 ) -> dict[str, Any]:
@@ -281,6 +260,7 @@ def _evaluation(
     each image goes through the evaluator once; diversity samples ``diversity_samples`` images for each of
     the first ``diversity_prompts`` held-out prompts per method (the only extra generation).
     """
+    from clinalign.critics.cache import EmbeddingStore
     from clinalign.evaluation import (
         DistributionConfig,
         DiversityConfig,
@@ -294,8 +274,9 @@ def _evaluation(
     from clinalign.evaluation.inputs import EmbeddingCache
     from clinalign.utils.io import atomic_write_text, read_jsonl
 
-    cache = EmbeddingCache(evaluator)
-    _probe_embeddings(cache, out / "probes" / "evaluator", enriched)
+    # the evaluator probe's embedding store already holds every real image: the checks read them back from it
+    # (and add the generated images to it) instead of encoding the real images again
+    cache = EmbeddingCache(evaluator, store=EmbeddingStore(out / "probes" / "evaluator" / "cache", evaluator))
     methods = {m: [str(p) for p in paths] for m, paths in gen_dirs.items()}
     folder = out / "cas" / "evaluation"
     common = {"methods": methods, "device": cfg.device, "batch_size": 64}
