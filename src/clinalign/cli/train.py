@@ -9,8 +9,9 @@ import typer
 
 from clinalign.errors import ConfigError
 
-_TRAIN_HELP = """Finetune LoRA weights of a Stable Diffusion model with DRaFT-K on clinical rewards (CRAFT).
+_TRAIN_HELP = """Train an adapter of a Stable Diffusion model: CRAFT (DRaFT-K), LoRA, TI, TI+LoRA or Diffusion-DPO.
 
+The config's `method` (craft | lora | ti | ti_lora | dpo; default craft) picks the trainer. \
 All options live in the YAML/JSON config (see examples/craft_chexpert.yaml and docs/training.md); \
 flags and `--set key=value` override them. SIGINT/SIGTERM save a checkpoint after the current step \
 and exit 130/143; `--resume latest` continues exactly. \
@@ -23,7 +24,7 @@ Examples:
   clinalign train --config craft.yaml --out runs/lr5e-5 --set learning_rate=5e-5 --seed 1
 """
 
-_GENERATE_HELP = """Generate PNGs from prompts with a base model and optionally a trained LoRA.
+_GENERATE_HELP = """Generate PNGs from prompts with a base model, optionally a trained LoRA and/or learnt TI tokens.
 
 Writes OUT/images/*.png and OUT/manifest.jsonl (file, prompt, label, seed, sample_index, ref_id, \
 checklist). Each image has its own seed derived from --seed, so output does not depend on \
@@ -34,6 +35,7 @@ Examples:
   clinalign generate --model stabilityai/stable-diffusion-2-1-base --lora runs/craft/lora \\
       --prompts data/test_enriched.jsonl --n-per-prompt 4 --out gen/ --seed 0
   clinalign generate --model ./tiny-sd --prompts prompts.txt --n-per-prompt 2 --out gen/ --resolution 32
+  clinalign generate --model ./sd --textual-inversion runs/ti/textual_inversion --prompts p.txt --out gen/
 """
 
 
@@ -82,8 +84,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Empty the output folder first (fresh run)."),
 ) -> None:
     from clinalign.cli._output import claim
-    from clinalign.training import TrainConfig, TrainingInterrupted, train_from_config
-    from clinalign.training.config import parse_overrides
+    from clinalign.training import TrainingInterrupted, load_train_config, train_from_config
 
     flags = {
         "resume_from": resume,
@@ -95,7 +96,7 @@ def train(
         "allow_config_change": True if allow_config_change else None,
         "progress_bar": False if no_progress else None,
     }
-    cfg = TrainConfig.from_file(config, set_values=parse_overrides(set_ or []), **flags)
+    cfg = load_train_config(config, set_items=list(set_ or []), **flags)
     if cfg.train_data is None:
         raise ConfigError(f"{config}: `train_data` is not set; point it at an enriched JSONL or a manifest.")
     hint = "pass --resume latest to continue it"
@@ -105,7 +106,8 @@ def train(
     except TrainingInterrupted as stopped:
         typer.echo(str(stopped), err=True)
         raise typer.Exit(stopped.exit_code) from None
-    typer.echo(f"trained {result.global_step} steps; LoRA written to {result.lora_dir}")
+    what = "LoRA" if result.lora_dir is not None else "artifact"
+    typer.echo(f"trained {result.global_step} steps; {what} written to {result.artifact_dir}")
 
 
 def generate(
@@ -113,6 +115,12 @@ def generate(
     prompts: Path = typer.Option(..., "--prompts", help=".jsonl (prompt or t_ep, label, id) or .txt file."),
     out: Path = typer.Option(..., "--out", help="Output directory (PNGs + manifest.jsonl)."),
     lora: str | None = typer.Option(None, "--lora", help="LoRA directory written by `clinalign train`."),
+    textual_inversion: str | None = typer.Option(
+        None,
+        "--textual-inversion",
+        help="Textual-inversion folder (`method: ti` output) or diffusers TI file; a TI+LoRA folder given to "
+        "--lora brings its own tokens.",
+    ),
     n_per_prompt: int = typer.Option(1, "--n-per-prompt", min=1, help="Images per prompt."),
     seed: int = typer.Option(0, "--seed", help="Base seed; each image gets a seed derived from it."),
     resolution: int = typer.Option(512, "--resolution", min=8, help="Square image size in pixels."),
@@ -132,7 +140,15 @@ def generate(
     rows = read_prompts(prompts)
     own = bool({"manifest.jsonl", "generate_config.json"} & set(existing_entries(out)))  # its own run resumes
     claim(out, command="generate", overwrite=overwrite, resume=own)
+    from clinalign.artifacts import load_artifact_meta
+    from clinalign.training.trainer import TI_SUBFOLDER
+
     diffusion = load_diffusion_model(model, device=device, dtype=dtype.value)
+    bundled = Path(lora) / TI_SUBFOLDER if lora is not None else None
+    if textual_inversion is None and bundled is not None and bundled.is_dir():
+        textual_inversion = str(bundled)  # a TI+LoRA artifact: the LoRA was trained on prompts with these tokens
+    if textual_inversion is not None:
+        diffusion.load_textual_inversion(textual_inversion)
     if lora is not None:
         diffusion.load_lora(lora)
     manifest = generate_to_dir(
@@ -147,8 +163,13 @@ def generate(
         eta=eta,
         batch_size=batch_size,
         progress_bar=not no_progress,
-        extra={"lora": lora, "prompts": str(prompts)},
+        extra={"lora": lora, "textual_inversion": textual_inversion, "prompts": str(prompts)},
     )
+    # the images carry what trained their generator (training critics and their fingerprints), so scoring
+    # can detect evaluation leakage even after the LoRA folder moves
+    meta = load_artifact_meta(textual_inversion, lora)
+    if meta is not None:
+        meta.save(out)
     typer.echo(f"wrote {len(rows) * n_per_prompt} images; manifest: {manifest}")
 
 
