@@ -287,3 +287,60 @@ def test_lora_method_config_rules(tmp_path):
         tiny_config(tmp_path, method="lora", lambda_reward=0.5)
     with pytest.raises(ConfigError, match="needs `textual_inversion`"):
         tiny_config(tmp_path, method="ti_lora")
+
+
+@pytest.mark.parametrize("method", ["ti", "dpo"])
+def test_resume_equals_uninterrupted_for_ti_and_dpo(tmp_path, method):
+    from clinalign import DiffusionDPOTrainer, TextualInversionTrainer
+
+    trainer_cls, make, rows = (
+        (TextualInversionTrainer, ti_config, toy_rows(4))
+        if method == "ti"
+        else (DiffusionDPOTrainer, dpo_config, pair_rows(4))
+    )
+    common = {"checkpoint_every": 2, "batch_size": 1, "gradient_accumulation_steps": 2}
+    full = trainer_cls(config=make(tmp_path / "a", max_steps=4, **common), train_data=rows)
+    full_out = full.train()
+    part = trainer_cls(config=make(tmp_path / "b", max_steps=2, **common), train_data=rows).train()
+    resumed = trainer_cls(config=make(tmp_path / "b", max_steps=4, resume_from="latest", **common), train_data=rows)
+    resumed_out = resumed.train()
+    assert resumed_out.global_step == 4
+    assert [h["loss/total"] for h in part.history + resumed_out.history] == [h["loss/total"] for h in full_out.history]
+    a, b = full.model.adapter_state_dict(), resumed.model.adapter_state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="learning_rate"):
+        trainer_cls(
+            config=make(tmp_path / "b", max_steps=6, resume_from="latest", learning_rate=0.5, **common),
+            train_data=rows,
+        ).train()
+
+
+def test_pairs_cli_ranks_samples_with_a_reward_judge(tmp_path, tiny_clip_dir, capsys):
+    from clinalign.cli import main
+    from clinalign.critics import load_critic
+    from clinalign.data import load_image
+    from clinalign.data.images import pil_to_tensor
+    from clinalign.rewards import RewardBatch, VDCReward
+    from clinalign.training.dpo import load_pairs
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": r["prompt"], "label": r["label"]}) + "\n" for r in toy_rows(2)))
+    argv = ["pairs", "--model", str(tiny_sd_path()), "--prompts", str(prompts), "--judge", "reward:vdc",
+            "--critic", str(tiny_clip_dir), "--n-per-prompt", "3", "--resolution", "16", "--steps", "2",
+            "--device", "cpu", "--no-progress", "--out", str(tmp_path / "pairs")]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    path = tmp_path / "pairs" / "pairs.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 2
+    reward = VDCReward(load_critic(tiny_clip_dir, device="cpu"))
+    for row in rows:
+        images = torch.stack([pil_to_tensor(load_image(path.parent / row[k])) for k in ("chosen", "rejected")])
+        batch = RewardBatch(prompts=[row["prompt"]] * 2, checklists=["", ""], labels=torch.zeros(2, dtype=torch.long))
+        chosen, rejected = (float(v) for v in reward(images, batch))
+        assert chosen == pytest.approx(row["chosen_score"], abs=1e-5) and chosen > rejected
+    assert [p.prompt for p in load_pairs(path)] == [r["prompt"] for r in rows]  # DPO reads it as is
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:6], "mllm", *argv[7:]])
+    assert exit_info.value.code == 2

@@ -173,6 +173,65 @@ def generate(
     typer.echo(f"wrote {len(rows) * n_per_prompt} images; manifest: {manifest}")
 
 
+_PAIRS_HELP = """Make Diffusion-DPO preference pairs: N seed-varied samples per prompt, best vs worst under a judge.
+
+Writes OUT/samples (generate's layout; a rerun resumes) and OUT/pairs.jsonl (prompt, chosen, rejected, \
+label, scores), the `train_data` of a `method: dpo` config. The judge is a reward on a critic: \
+`--judge reward:ccs` (or vdc, dd with --probe). An MLLM judge is not available yet.
+
+\b
+Examples:
+  clinalign pairs --model stabilityai/stable-diffusion-2-1-base --prompts data/train_enriched.jsonl \\
+      --checklists data/checklists.yaml --judge reward:ccs --critic google/medsiglip-448 --n-per-prompt 4 --out pairs/
+"""
+
+
+def pairs(
+    model: str = typer.Option(..., "--model", help="Base model: hub id or local diffusers directory."),
+    prompts: Path = typer.Option(..., "--prompts", help=".jsonl (prompt or t_ep, label, checklist) or .txt file."),
+    out: Path = typer.Option(..., "--out", help="Output directory (samples/ + pairs.jsonl)."),
+    judge: str = typer.Option("reward:ccs", "--judge", help="reward:<name> (vdc, ccs, dd, or a registered reward)."),
+    critic: str = typer.Option(..., "--critic", help="Critic the judging reward runs on (hub id or directory)."),
+    probe: str | None = typer.Option(None, "--probe", help="LinearProbe directory (for reward:dd)."),
+    checklists: Path | None = typer.Option(None, "--checklists", help="class -> checklist file (for reward:ccs)."),
+    lora: str | None = typer.Option(None, "--lora", help="LoRA directory to sample with."),
+    n_per_prompt: int = typer.Option(4, "--n-per-prompt", min=2, help="Samples per prompt."),
+    seed: int = typer.Option(0, "--seed", help="Base seed."),
+    resolution: int = typer.Option(512, "--resolution", min=8, help="Square image size in pixels."),
+    steps: int = typer.Option(50, "--steps", min=1, help="Denoising steps."),
+    guidance_scale: float = typer.Option(7.5, "--guidance-scale", help="Classifier-free guidance scale."),
+    eta: float = typer.Option(0.0, "--eta", min=0.0, help="DDIM eta."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    from dataclasses import replace
+
+    from clinalign.diffusion import load_diffusion_model, read_prompts
+    from clinalign.rewards.registry import build_rewards
+    from clinalign.training.data import load_checklists
+    from clinalign.training.pairs import make_preference_pairs
+
+    kind, _, name = judge.partition(":")
+    if kind != "reward" or not name:
+        raise ConfigError(f"--judge {judge!r}: use reward:<name>, e.g. reward:ccs (an MLLM judge is not available).")
+    rows = read_prompts(prompts)
+    table = load_checklists(checklists) if checklists is not None else {}
+    rows = [r if r.checklist or r.label is None else replace(r, checklist=table.get(r.label)) for r in rows]
+    (reward,) = build_rewards([name], critic=critic, probe=probe, device=device)
+    classes = list(getattr(getattr(reward, "probe", None), "class_names", None) or []) or None
+    diffusion = load_diffusion_model(model, device=device)
+    if lora is not None:
+        diffusion.load_lora(lora)
+    path = make_preference_pairs(
+        diffusion, rows, out, judge=reward, n_per_prompt=n_per_prompt, seed=seed, resolution=resolution,
+        num_inference_steps=steps, guidance_scale=guidance_scale, eta=eta, batch_size=batch_size,
+        class_names=classes, progress_bar=not no_progress,
+    )  # fmt: skip
+    typer.echo(f"wrote {sum(1 for _ in path.open())} pairs to {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train", help=_TRAIN_HELP)(train)
     app.command("generate", help=_GENERATE_HELP)(generate)
+    app.command("pairs", help=_PAIRS_HELP)(pairs)

@@ -239,8 +239,7 @@ class TextualInversionAdapter:
         if enabled == self._enabled:
             return
         with torch.no_grad():
-            if enabled:
-                assert self._saved_rows is not None
+            if enabled and self._saved_rows is not None:
                 self.embedding.new_rows.copy_(self._saved_rows)
                 self._saved_rows = None
             else:
