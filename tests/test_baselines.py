@@ -330,6 +330,7 @@ def test_pairs_cli_ranks_samples_with_a_reward_judge(tmp_path, tiny_clip_dir, ca
             "--device", "cpu", "--no-progress", "--out", str(tmp_path / "pairs")]  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
+        raise SystemExit(0)  # main returns normally on success
     assert exit_info.value.code in (0, None), capsys.readouterr().err
     path = tmp_path / "pairs" / "pairs.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -343,4 +344,5 @@ def test_pairs_cli_ranks_samples_with_a_reward_judge(tmp_path, tiny_clip_dir, ca
     assert [p.prompt for p in load_pairs(path)] == [r["prompt"] for r in rows]  # DPO reads it as is
     with pytest.raises(SystemExit) as exit_info:
         main([*argv[:6], "mllm", *argv[7:]])
+        raise SystemExit(0)
     assert exit_info.value.code == 2
