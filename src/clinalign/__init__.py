@@ -25,6 +25,10 @@ _LAZY: dict[str, str] = {
     "ClinAlignError": "clinalign.errors",
     "DraftKTrainer": "clinalign.training",
     "TrainConfig": "clinalign.training",
+    "TextualInversionTrainer": "clinalign.training",
+    "TIConfig": "clinalign.training",
+    "DiffusionDPOTrainer": "clinalign.training",
+    "DPOConfig": "clinalign.training",
     "CASScorer": "clinalign.scoring",
 }
 
@@ -42,6 +46,10 @@ __all__ = [  # noqa: RUF022 - grouped by role, kept in step with _LAZY
     "ClinAlignError",
     "DraftKTrainer",
     "TrainConfig",
+    "TextualInversionTrainer",
+    "TIConfig",
+    "DiffusionDPOTrainer",
+    "DPOConfig",
     "CASScorer",
 ]
 

@@ -9,8 +9,9 @@ import typer
 
 from clinalign.errors import ConfigError
 
-_TRAIN_HELP = """Finetune LoRA weights of a Stable Diffusion model with DRaFT-K on clinical rewards (CRAFT).
+_TRAIN_HELP = """Train an adapter of a Stable Diffusion model: CRAFT (DRaFT-K), LoRA, TI, TI+LoRA or Diffusion-DPO.
 
+The config's `method` (craft | lora | ti | ti_lora | dpo; default craft) picks the trainer. \
 All options live in the YAML/JSON config (see examples/craft_chexpert.yaml and docs/training.md); \
 flags and `--set key=value` override them. SIGINT/SIGTERM save a checkpoint after the current step \
 and exit 130/143; `--resume latest` continues exactly. \
@@ -23,7 +24,7 @@ Examples:
   clinalign train --config craft.yaml --out runs/lr5e-5 --set learning_rate=5e-5 --seed 1
 """
 
-_GENERATE_HELP = """Generate PNGs from prompts with a base model and optionally a trained LoRA.
+_GENERATE_HELP = """Generate PNGs from prompts with a base model, optionally a trained LoRA and/or learnt TI tokens.
 
 Writes OUT/images/*.png and OUT/manifest.jsonl (file, prompt, label, seed, sample_index, ref_id, \
 checklist). Each image has its own seed derived from --seed, so output does not depend on \
@@ -37,6 +38,7 @@ Examples:
       --prompts data/test_enriched.jsonl --n-per-prompt 4 --out gen/ --seed 0
   accelerate launch --num_processes 4 -m clinalign generate --model ./sd --prompts test.jsonl --out gen/
   clinalign generate --model ./tiny-sd --prompts prompts.txt --n-per-prompt 2 --out gen/ --resolution 32
+  clinalign generate --model ./sd --textual-inversion runs/ti/textual_inversion --prompts p.txt --out gen/
 """
 
 
@@ -85,8 +87,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Empty the output folder first (fresh run)."),
 ) -> None:
     from clinalign.cli._output import claim
-    from clinalign.training import TrainConfig, TrainingInterrupted, train_from_config
-    from clinalign.training.config import parse_overrides
+    from clinalign.training import TrainingInterrupted, load_train_config, train_from_config
     from clinalign.utils.distributed import launched_rank
 
     flags = {
@@ -99,7 +100,7 @@ def train(
         "allow_config_change": True if allow_config_change else None,
         "progress_bar": False if no_progress else None,
     }
-    cfg = TrainConfig.from_file(config, set_values=parse_overrides(set_ or []), **flags)
+    cfg = load_train_config(config, set_items=list(set_ or []), **flags)
     if cfg.train_data is None:
         raise ConfigError(f"{config}: `train_data` is not set; point it at an enriched JSONL or a manifest.")
     if launched_rank() == 0:
@@ -112,7 +113,8 @@ def train(
     except TrainingInterrupted as stopped:
         typer.echo(str(stopped), err=True)
         raise typer.Exit(stopped.exit_code) from None
-    typer.echo(f"trained {result.global_step} steps; LoRA written to {result.lora_dir}")
+    what = "LoRA" if result.lora_dir is not None else "artifact"
+    typer.echo(f"trained {result.global_step} steps; {what} written to {result.artifact_dir}")
 
 
 def generate(
@@ -120,6 +122,12 @@ def generate(
     prompts: Path = typer.Option(..., "--prompts", help=".jsonl (prompt or t_ep, label, id) or .txt file."),
     out: Path = typer.Option(..., "--out", help="Output directory (PNGs + manifest.jsonl)."),
     lora: str | None = typer.Option(None, "--lora", help="LoRA directory written by `clinalign train`."),
+    textual_inversion: str | None = typer.Option(
+        None,
+        "--textual-inversion",
+        help="Textual-inversion folder (`method: ti` output) or diffusers TI file; a TI+LoRA folder given to "
+        "--lora brings its own tokens.",
+    ),
     n_per_prompt: int = typer.Option(1, "--n-per-prompt", min=1, help="Images per prompt."),
     seed: int = typer.Option(0, "--seed", help="Base seed; each image gets a seed derived from it."),
     resolution: int = typer.Option(512, "--resolution", min=8, help="Square image size in pixels."),
@@ -146,7 +154,15 @@ def generate(
 
     # the lock is held by the main process for the whole command; a refusal stops every rank
     ranks.run_on_main(claim_out)
+    from clinalign.artifacts import load_artifact_meta
+    from clinalign.training.trainer import TI_SUBFOLDER
+
     diffusion = load_diffusion_model(model, device=device or ranks.device, dtype=dtype.value)
+    bundled = Path(lora) / TI_SUBFOLDER if lora is not None else None
+    if textual_inversion is None and bundled is not None and bundled.is_dir():
+        textual_inversion = str(bundled)  # a TI+LoRA artifact: the LoRA was trained on prompts with these tokens
+    if textual_inversion is not None:
+        diffusion.load_textual_inversion(textual_inversion)
     if lora is not None:
         diffusion.load_lora(lora)
     result = generate_images(
@@ -161,10 +177,15 @@ def generate(
         eta=eta,
         batch_size=batch_size,
         progress_bar=not no_progress,
-        extra={"lora": lora, "prompts": str(prompts)},
+        extra={"lora": lora, "textual_inversion": textual_inversion, "prompts": str(prompts)},
         ranks=ranks,
     )
     if ranks.is_main:
+        # the images carry what trained their generator (training critics and their fingerprints), so scoring
+        # can detect evaluation leakage even after the LoRA folder moves
+        meta = load_artifact_meta(textual_inversion, lora)
+        if meta is not None:
+            meta.save(out)
         for t in result.throughput:
             typer.echo(f"rank {t.rank}: {t.images} images in {t.seconds:.1f} s ({t.images_per_second:.2f} images/s)")
         typer.echo(
@@ -173,6 +194,65 @@ def generate(
         )
 
 
+_PAIRS_HELP = """Make Diffusion-DPO preference pairs: N seed-varied samples per prompt, best vs worst under a judge.
+
+Writes OUT/samples (generate's layout; a rerun resumes) and OUT/pairs.jsonl (prompt, chosen, rejected, \
+label, scores), the `train_data` of a `method: dpo` config. The judge is a reward on a critic: \
+`--judge reward:ccs` (or vdc, dd with --probe). An MLLM judge is not available yet.
+
+\b
+Examples:
+  clinalign pairs --model stabilityai/stable-diffusion-2-1-base --prompts data/train_enriched.jsonl \\
+      --checklists data/checklists.yaml --judge reward:ccs --critic google/medsiglip-448 --n-per-prompt 4 --out pairs/
+"""
+
+
+def pairs(
+    model: str = typer.Option(..., "--model", help="Base model: hub id or local diffusers directory."),
+    prompts: Path = typer.Option(..., "--prompts", help=".jsonl (prompt or t_ep, label, checklist) or .txt file."),
+    out: Path = typer.Option(..., "--out", help="Output directory (samples/ + pairs.jsonl)."),
+    judge: str = typer.Option("reward:ccs", "--judge", help="reward:<name> (vdc, ccs, dd, or a registered reward)."),
+    critic: str = typer.Option(..., "--critic", help="Critic the judging reward runs on (hub id or directory)."),
+    probe: str | None = typer.Option(None, "--probe", help="LinearProbe directory (for reward:dd)."),
+    checklists: Path | None = typer.Option(None, "--checklists", help="class -> checklist file (for reward:ccs)."),
+    lora: str | None = typer.Option(None, "--lora", help="LoRA directory to sample with."),
+    n_per_prompt: int = typer.Option(4, "--n-per-prompt", min=2, help="Samples per prompt."),
+    seed: int = typer.Option(0, "--seed", help="Base seed."),
+    resolution: int = typer.Option(512, "--resolution", min=8, help="Square image size in pixels."),
+    steps: int = typer.Option(50, "--steps", min=1, help="Denoising steps."),
+    guidance_scale: float = typer.Option(7.5, "--guidance-scale", help="Classifier-free guidance scale."),
+    eta: float = typer.Option(0.0, "--eta", min=0.0, help="DDIM eta."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    from dataclasses import replace
+
+    from clinalign.diffusion import load_diffusion_model, read_prompts
+    from clinalign.rewards.registry import build_rewards
+    from clinalign.training.data import load_checklists
+    from clinalign.training.pairs import make_preference_pairs
+
+    kind, _, name = judge.partition(":")
+    if kind != "reward" or not name:
+        raise ConfigError(f"--judge {judge!r}: use reward:<name>, e.g. reward:ccs (an MLLM judge is not available).")
+    rows = read_prompts(prompts)
+    table = load_checklists(checklists) if checklists is not None else {}
+    rows = [r if r.checklist or r.label is None else replace(r, checklist=table.get(r.label)) for r in rows]
+    (reward,) = build_rewards([name], critic=critic, probe=probe, device=device)
+    classes = list(getattr(getattr(reward, "probe", None), "class_names", None) or []) or None
+    diffusion = load_diffusion_model(model, device=device)
+    if lora is not None:
+        diffusion.load_lora(lora)
+    path = make_preference_pairs(
+        diffusion, rows, out, judge=reward, n_per_prompt=n_per_prompt, seed=seed, resolution=resolution,
+        num_inference_steps=steps, guidance_scale=guidance_scale, eta=eta, batch_size=batch_size,
+        class_names=classes, progress_bar=not no_progress,
+    )  # fmt: skip
+    typer.echo(f"wrote {sum(1 for _ in path.open())} pairs to {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train", help=_TRAIN_HELP)(train)
     app.command("generate", help=_GENERATE_HELP)(generate)
+    app.command("pairs", help=_PAIRS_HELP)(pairs)

@@ -10,7 +10,13 @@ from typing import Any
 
 import torch
 
-from clinalign.diffusion.lora import LoraSpec, inject_lora, lora_parameters, save_lora_diffusers
+from clinalign.diffusion.adapters import (
+    LoraAdapter,
+    TextualInversionAdapter,
+    adapters_disabled,
+    textual_inversion_files,
+)
+from clinalign.diffusion.lora import ADAPTER_NAME, LoraSpec
 from clinalign.errors import ConfigError, ModelLoadError
 from clinalign.utils.torch_utils import resolve_dtype
 
@@ -76,6 +82,10 @@ class DiffusionModel:
             pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
         self.scheduler = pipeline.scheduler
         self._prompt_cache: dict[str, torch.Tensor] = {}
+        #: trainable or loaded adapters by name ("lora", "textual_inversion"); see diffusion/adapters.py
+        self.adapters: dict[str, Any] = {}
+        #: placeholder tokens loaded for inference with :meth:`load_textual_inversion`
+        self.textual_inversion_tokens: list[str] = []
         for module in (self.unet, self.vae, self.text_encoder):
             module.requires_grad_(False)
             module.eval()
@@ -104,28 +114,52 @@ class DiffusionModel:
             )
 
     # ------------------------------------------------------------------ text
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Text-encoder hidden states [B,L,D] (no grad, cached per prompt), as StableDiffusionPipeline builds them.
+    def _text_trainable(self) -> bool:
+        return any(p.requires_grad for p in self.text_encoder.parameters())
 
+    def _convert_prompt(self, prompt: str) -> str:
+        # multi-vector textual-inversion tokens are written out in full, as StableDiffusionPipeline does
+        adapter = self.adapters.get("textual_inversion")
+        if adapter is not None:
+            return adapter.expand_prompt(prompt)
+        if self.textual_inversion_tokens:
+            return self.pipeline.maybe_convert_prompt(prompt, self.tokenizer)
+        return prompt
+
+    def _run_text_encoder(self, prompts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(
+            [self._convert_prompt(p) for p in prompts],
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = tokens.attention_mask.to(self.device)
+        return self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0].to(self.dtype)
+
+    def encode_prompts(self, prompts: Sequence[str], *, grad: bool = False) -> torch.Tensor:
+        """Text-encoder hidden states [B,L,D], as StableDiffusionPipeline builds them.
+
+        Without ``grad`` they are computed under no_grad and cached per prompt (not cached while a
+        textual-inversion adapter trains, since its rows change every step). With ``grad`` the text
+        encoder runs with autograd, so gradients reach trainable token embeddings.
         The empty prompt ``""`` gives the unconditional embedding used for classifier-free guidance.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
+        if grad:
+            return self._run_text_encoder(prompts)
+        with torch.no_grad():
+            if self._text_trainable():
+                return self._run_text_encoder(prompts)
+            return self._encode_cached(prompts)
+
+    def _encode_cached(self, prompts: Sequence[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
         if missing:
-            tokens = self.tokenizer(
-                missing,
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            )
-            mask = None
-            if getattr(self.text_encoder.config, "use_attention_mask", False):
-                mask = tokens.attention_mask.to(self.device)
-            hidden = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
-            hidden = hidden.to(self.dtype)
+            hidden = self._run_text_encoder(missing)
             if len(self._prompt_cache) > 4096:  # bound memory on huge prompt sets
                 self._prompt_cache.clear()
             for prompt, row in zip(missing, hidden, strict=True):
@@ -153,16 +187,93 @@ class DiffusionModel:
         pixels = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
         return (pixels.float() / 2.0 + 0.5).clamp(0.0, 1.0)
 
-    # ------------------------------------------------------------------ LoRA
+    # ------------------------------------------------------------------ adapters
+    def set_training(self, training: bool) -> None:
+        """Train/eval mode of the parts that may hold trainable adapters (UNet, text encoder)."""
+        self.unet.train(training)
+        if self._text_trainable():
+            self.text_encoder.train(training)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters of every adapter, in a stable order (LoRA first, then token embeddings)."""
+        return [p for adapter in self.adapters.values() for p in adapter.parameters() if p.requires_grad]
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """Exact fp32 CPU copies of every trainable adapter's weights (LoRA in peft naming, TI rows prefixed)."""
+        state: dict[str, torch.Tensor] = {}
+        for adapter in self.adapters.values():
+            if any(p.requires_grad for p in adapter.parameters()):
+                state.update(adapter.state_dict())
+        return state
+
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`adapter_state_dict`."""
+        from clinalign.diffusion.adapters import TI_STATE_PREFIX
+
+        for adapter in self.adapters.values():
+            if not any(p.requires_grad for p in adapter.parameters()):
+                continue
+            if adapter.name == "textual_inversion":
+                adapter.load_state_dict({k: v for k, v in state.items() if k.startswith(TI_STATE_PREFIX)})
+            else:
+                adapter.load_state_dict({k: v for k, v in state.items() if not k.startswith(TI_STATE_PREFIX)})
+        self._prompt_cache.clear()
+
+    def adapters_disabled(self, *names: str):
+        """Context manager: the named adapters (default: all) switched off, e.g. for a DPO reference pass."""
+        chosen = [a for n, a in self.adapters.items() if not names or n in names]
+        return adapters_disabled(chosen)
+
     def add_lora(self, spec: LoraSpec) -> list[torch.nn.Parameter]:
         """Inject a trainable LoRA adapter (fp32) into the UNet; returns its parameters."""
         if self.has_lora:
             raise ConfigError("this model already has a LoRA adapter; load a fresh model to add another.")
-        params = inject_lora(self.unet, spec)
-        return params
+        adapter = LoraAdapter.inject(self.unet, spec)
+        self.adapters["lora"] = adapter
+        return adapter.parameters()
+
+    def add_textual_inversion(
+        self, placeholder_tokens: Mapping[str, str], *, initializer_token: str, num_vectors: int = 1
+    ) -> list[torch.nn.Parameter]:
+        """Add trainable placeholder tokens (class -> token), initialised from ``initializer_token``."""
+        if "textual_inversion" in self.adapters or self.textual_inversion_tokens:
+            raise ConfigError("this model already has textual-inversion tokens; load a fresh model.")
+        adapter = TextualInversionAdapter(
+            self.text_encoder,
+            self.tokenizer,
+            placeholder_tokens,
+            initializer_token=initializer_token,
+            num_vectors=num_vectors,
+        )
+        self.adapters["textual_inversion"] = adapter
+        self._prompt_cache.clear()
+        return adapter.parameters()
+
+    def load_textual_inversion(self, directory: str | os.PathLike[str]) -> list[str]:
+        """Load textual-inversion embeddings (a folder written by ``save_embeddings`` or diffusers TI files)
+        for inference, the way ``pipe.load_textual_inversion`` does; returns the placeholder tokens."""
+        from safetensors import safe_open
+
+        files = textual_inversion_files(directory)
+        tokens = []
+        for file in files:
+            with safe_open(str(file), framework="pt") as handle:
+                keys = list(handle.keys())
+            if len(keys) != 1:
+                raise ModelLoadError(f"{file}: a textual-inversion file holds one token, found keys {keys[:5]}.")
+            tokens.append(keys[0])
+        try:
+            self.pipeline.load_textual_inversion([str(f) for f in files], token=tokens)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load textual inversion from {directory}: {exc}") from exc
+        self.text_encoder.requires_grad_(False)
+        self.textual_inversion_tokens.extend(tokens)
+        self._prompt_cache.clear()
+        return tokens
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for _, p in lora_parameters(self.unet)]
+        adapter = self.adapters.get("lora")
+        return adapter.parameters() if adapter is not None else []
 
     def save_lora(
         self,
@@ -179,13 +290,20 @@ class DiffusionModel:
         if not self.has_lora:
             raise ConfigError("the model has no LoRA adapter to save; call add_lora() or train first.")
         provenance = {"base_model": self.name_or_path, **(provenance or {})}
-        return save_lora_diffusers(self.unet, directory, is_main_process=is_main_process, provenance=provenance)
+        adapter = self.adapters.get("lora") or LoraAdapter(self.unet, None)
+        return adapter.save(directory, is_main_process=is_main_process, provenance=provenance)
 
-    def load_lora(self, directory: str | os.PathLike[str], *, allow_pickle: bool = False) -> None:
-        """Load a diffusers-format LoRA (a directory written by :meth:`save_lora`, or a hub id) for inference.
+    def load_lora(
+        self, directory: str | os.PathLike[str], *, allow_pickle: bool = False, trainable: bool = False
+    ) -> list[torch.nn.Parameter]:
+        """Load a diffusers-format LoRA (a directory written by :meth:`save_lora`, or a hub id).
 
+        For inference by default (frozen). ``trainable=True`` loads it as the adapter to keep training
+        (fp32, gradients on; e.g. CRAFT from a TI+LoRA start) and returns its parameters.
         Safetensors only; ``allow_pickle`` lets a trusted *local* ``.bin`` LoRA load (refused for hub ids).
         """
+        if trainable and self.has_lora:
+            raise ConfigError("this model already has a LoRA adapter; load a fresh model to continue another.")
         from clinalign.utils.weights import check_weights_source
 
         path = Path(directory).expanduser()
@@ -198,7 +316,8 @@ class DiffusionModel:
         verbosity = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()
         try:
-            self.pipeline.load_lora_weights(str(directory), use_safetensors=None if allow_pickle else True)
+            kwargs: dict[str, Any] = {"adapter_name": ADAPTER_NAME} if trainable else {}
+            self.pipeline.load_lora_weights(str(directory), use_safetensors=None if allow_pickle else True, **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not load LoRA weights from {directory}: {exc}") from exc
         finally:
@@ -207,6 +326,11 @@ class DiffusionModel:
             if "lora_" in name:
                 p.requires_grad_(False)
         self._prompt_cache.clear()
+        if not trainable:
+            return []
+        adapter = LoraAdapter(self.unet, None)
+        self.adapters["lora"] = adapter
+        return adapter.make_trainable()
 
 
 def _looks_like_path(name: str) -> bool:

@@ -355,13 +355,16 @@ def read_real_set(
 
 
 def training_critics(meta: dict[str, Any] | None) -> list[Any]:
-    """The critics recorded as having trained a generator (names, or identity dicts with a fingerprint)."""
+    """The critics recorded as having trained a generator (identity dicts with a fingerprint, or names).
+
+    Read through :class:`clinalign.artifacts.ArtifactMeta`, the type trainers write, so the fingerprints
+    (``training_critic_identities``) are seen and a local copy of the training critic is caught.
+    """
+    from clinalign.artifacts import ArtifactMeta
+
     if not meta:
         return []
-    value = meta.get("training_critics") or []
-    if isinstance(value, (str, dict)):
-        value = [value]
-    return [v for v in value if isinstance(v, (str, dict))]
+    return ArtifactMeta.from_dict(meta).critic_records()
 
 
 def check_leakage(evaluator: Any, image_set: ImageSet) -> str | None:
