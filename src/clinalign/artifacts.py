@@ -21,6 +21,43 @@ from typing import Any
 META_NAME = "clinalign_meta.json"
 
 
+@dataclass(frozen=True)
+class ClassPromptRule:
+    """The prompt a textual-inversion model expects for a row: ``template`` filled with the row's class token.
+
+    A TI (or TI+LoRA) model was trained on prompts such as ``"<melanoma>, a photo of ..."``; generating
+    from the plain enriched prompt would leave its tokens unused. ``render`` writes the prompt the model
+    sees, while the manifest keeps the enriched prompt (what scoring reads).
+
+    Attributes:
+        tokens: class name -> placeholder token.
+        template: with ``{token}``, ``{label}`` and ``{prompt}`` fields, e.g. ``"{token}, {prompt}"``.
+    """
+
+    tokens: dict[str, str]
+    template: str
+
+    def render(self, prompt: str, label: str | int | None, *, where: str = "prompt") -> str:
+        """The model prompt of one row; a prompt that already holds a placeholder token is left as it is.
+
+        Raises:
+            DataError: the row has no label, or a label without a token.
+        """
+        from clinalign.errors import DataError
+
+        if any(token in prompt for token in self.tokens.values()):
+            return prompt
+        token = self.tokens.get(str(label)) if label is not None else None
+        if token is None:
+            what = "has no label" if label is None else f"has label {label!r}, which has no token"
+            raise DataError(
+                f"{where} {what}, so its textual-inversion token cannot be added (tokens for "
+                f"{sorted(self.tokens)}). Give every row a trained class label, write the token into the prompt "
+                "yourself, or pass --raw-prompts to generate from the prompts as they are."
+            )
+        return self.template.format(token=token, label=label, prompt=prompt)
+
+
 @dataclass
 class ArtifactMeta:
     """What produced a trained artifact.
@@ -72,6 +109,16 @@ class ArtifactMeta:
             elif isinstance(entry, str) and entry not in covered:
                 records.append(entry)
         return records
+
+    def class_prompt_rule(self) -> ClassPromptRule | None:
+        """How prompts were written when the artifact trained on textual-inversion tokens (``None`` otherwise)."""
+        ti = self.textual_inversion or {}
+        tokens = ti.get("placeholder_tokens")
+        if not isinstance(tokens, Mapping) or not tokens:
+            return None
+        return ClassPromptRule(
+            tokens={str(k): str(v) for k, v in tokens.items()}, template=str(ti.get("prompt_template") or "{token}")
+        )
 
     # ------------------------------------------------------------------ dict / file
     def to_dict(self) -> dict[str, Any]:

@@ -128,6 +128,15 @@ def generate(
         help="Textual-inversion folder (`method: ti` output) or diffusers TI file; a TI+LoRA folder given to "
         "--lora brings its own tokens.",
     ),
+    ti_prompt_template: str | None = typer.Option(
+        None,
+        "--ti-prompt-template",
+        help="With TI tokens: the prompt the model sees per row, from {token} (the row's class token), {label} "
+        "and {prompt}; default: the template the artifact was trained with.",
+    ),
+    raw_prompts: bool = typer.Option(
+        False, "--raw-prompts", help="With TI tokens: use the prompts as they are (write the tokens yourself)."
+    ),
     n_per_prompt: int = typer.Option(1, "--n-per-prompt", min=1, help="Images per prompt."),
     seed: int = typer.Option(0, "--seed", help="Base seed; each image gets a seed derived from it."),
     resolution: int = typer.Option(512, "--resolution", min=8, help="Square image size in pixels."),
@@ -165,6 +174,10 @@ def generate(
         diffusion.load_textual_inversion(textual_inversion)
     if lora is not None:
         diffusion.load_lora(lora)
+    meta = load_artifact_meta(textual_inversion, lora)
+    prompt_rule = None
+    if textual_inversion is not None and not raw_prompts:
+        prompt_rule = _class_prompt_rule(meta, textual_inversion, ti_prompt_template)
     result = generate_images(
         diffusion,
         rows,
@@ -179,11 +192,11 @@ def generate(
         progress_bar=not no_progress,
         extra={"lora": lora, "textual_inversion": textual_inversion, "prompts": str(prompts)},
         ranks=ranks,
+        prompt_rule=prompt_rule,
     )
     if ranks.is_main:
         # the images carry what trained their generator (training critics and their fingerprints), so scoring
         # can detect evaluation leakage even after the LoRA folder moves
-        meta = load_artifact_meta(textual_inversion, lora)
         if meta is not None:
             meta.save(out)
         for t in result.throughput:
@@ -192,6 +205,28 @@ def generate(
             f"wrote {result.generated} images ({result.skipped} already there, {result.total} in the set); "
             f"manifest: {result.manifest}"
         )
+
+
+def _class_prompt_rule(meta, textual_inversion: str, template: str | None):
+    """The class-token prompt rule of the loaded TI tokens: the artifact's, ``template`` overriding its template."""
+    from clinalign.artifacts import ArtifactMeta, ClassPromptRule
+
+    rule = meta.class_prompt_rule() if meta is not None else None
+    if rule is None:  # e.g. a LoRA without TI metadata next to a TI folder: the folder's own rule
+        ti_meta = ArtifactMeta.load(textual_inversion)
+        rule = ti_meta.class_prompt_rule() if ti_meta is not None else None
+    if rule is None:
+        if template is not None:
+            raise ConfigError(
+                f"{textual_inversion}: no clinalign_meta.json with the class -> token map, so --ti-prompt-template "
+                "cannot be applied; write the tokens into the prompts (they are used as they are)."
+            )
+        return None  # plain diffusers TI files: the prompts carry the tokens themselves
+    if template is not None:
+        if "{token}" not in template:
+            raise ConfigError(f"--ti-prompt-template {template!r} has no '{{token}}'; e.g. '{{token}}, {{prompt}}'.")
+        rule = ClassPromptRule(tokens=rule.tokens, template=template)
+    return rule
 
 
 _PAIRS_HELP = """Make Diffusion-DPO preference pairs: N seed-varied samples per prompt, best vs worst under a judge.

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -23,6 +23,9 @@ from clinalign.diffusion.sampling import sample
 from clinalign.errors import ConfigError, DataError
 from clinalign.utils.distributed import Ranks
 from clinalign.utils.seeding import mix_seeds
+
+if TYPE_CHECKING:
+    from clinalign.artifacts import ClassPromptRule
 
 MANIFEST_NAME = "manifest.jsonl"
 PARTS_DIR = "parts"
@@ -181,6 +184,7 @@ def generate_images(
     progress_bar: bool = True,
     extra: dict[str, Any] | None = None,
     ranks: Ranks | None = None,
+    prompt_rule: ClassPromptRule | None = None,
 ) -> GenerateResult:
     """Generate ``n_per_prompt`` images per prompt into ``out_dir/images``, sharded over ``ranks``.
 
@@ -194,10 +198,14 @@ def generate_images(
     rank or number of ranks wrote it.
 
     Manifest rows: ``file`` (relative to the manifest), ``prompt``, ``label``, ``seed``, ``sample_index``,
-    ``prompt_index``, ``sha256``, plus ``ref_id`` / ``checklist`` when the prompt row has them.
+    ``prompt_index``, ``sha256``, plus ``ref_id`` / ``checklist`` when the prompt row has them and
+    ``model_prompt`` when the model saw another prompt (``prompt_rule``).
 
     Args:
         ranks: the job's processes (:func:`clinalign.utils.distributed.process_group`); one process by default.
+        prompt_rule: for a model with textual-inversion tokens, how each row's class token goes into the
+            prompt the model sees (:meth:`clinalign.artifacts.ArtifactMeta.class_prompt_rule`); the manifest
+            keeps the enriched ``prompt`` and adds that ``model_prompt``.
     """
     from clinalign.utils.io import append_jsonl, atomic_write_bytes, write_json
 
@@ -208,6 +216,11 @@ def generate_images(
     model.check_resolution(resolution)
     ranks = ranks or Ranks()
     out = Path(out_dir)
+    # the prompt the model sees per row (checked for every row before any image is made)
+    model_prompts = [
+        prompt_rule.render(row.prompt, row.label, where=f"prompt row {i + 1}") if prompt_rule else row.prompt
+        for i, row in enumerate(prompts)
+    ]
     settings = {
         "model": model.name_or_path,
         "n_per_prompt": n_per_prompt,
@@ -217,6 +230,7 @@ def generate_images(
         "guidance_scale": guidance_scale,
         "eta": eta,
         "scheduler": "DDIMScheduler",
+        **({"prompt_template": prompt_rule.template} if prompt_rule else {}),
         **(extra or {}),
     }
 
@@ -246,7 +260,7 @@ def generate_images(
         with torch.no_grad():
             images = sample(
                 model,
-                model.encode_prompts([prompts[p].prompt for p, _ in chunk]),
+                model.encode_prompts([model_prompts[p] for p, _ in chunk]),
                 height=resolution,
                 width=resolution,
                 num_inference_steps=num_inference_steps,
@@ -272,6 +286,8 @@ def generate_images(
                 "prompt_index": p,
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
+            if model_prompts[p] != row.prompt:
+                record["model_prompt"] = model_prompts[p]
             if row.ref_id is not None:
                 record["ref_id"] = row.ref_id
             if row.checklist is not None:
@@ -325,6 +341,7 @@ def generate_to_dir(
     progress_bar: bool = True,
     extra: dict[str, Any] | None = None,
     ranks: Ranks | None = None,
+    prompt_rule: ClassPromptRule | None = None,
 ) -> Path:
     """:func:`generate_images`, returning the manifest path.
 
@@ -346,6 +363,7 @@ def generate_to_dir(
         progress_bar=progress_bar,
         extra=extra,
         ranks=ranks,
+        prompt_rule=prompt_rule,
     ).manifest
 
 
