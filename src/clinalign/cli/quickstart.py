@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
+
+
+class QuickstartBaselines(str, Enum):
+    """Which baselines the quickstart trains besides CRAFT."""
+
+    default = "default"
+    all = "all"
 
 
 def quickstart(
@@ -12,6 +20,12 @@ def quickstart(
     fast: bool = typer.Option(False, "--fast", help="Smaller data, fewer steps, one CRAFT seed (about 2 minutes)."),
     seed: int = typer.Option(0, help="Seed of the data, generation and the first CRAFT run."),
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
+    baselines: QuickstartBaselines = typer.Option(
+        QuickstartBaselines.default,
+        "--baselines",
+        help="default: zero-shot and the LoRA baseline; all: also textual inversion, TI+LoRA and Diffusion-DPO "
+        "(the CRAFT paper's Table 1; about twice as long).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Empty --out first and start over (a rerun otherwise resumes)."
@@ -23,6 +37,7 @@ def quickstart(
 
         clinalign quickstart --out runs/quickstart          # full run: 2 CRAFT seeds
         clinalign quickstart --fast --out runs/qs_fast      # the quick version the tests run
+        clinalign quickstart --baselines all                # + textual inversion, TI+LoRA, Diffusion-DPO
     """
     from clinalign.cli._output import claim
     from clinalign.utils.outdir import check_output_path, existing_entries
@@ -41,7 +56,9 @@ def quickstart(
     transformers_logging.disable_progress_bar()
     diffusers_logging.disable_progress_bar()
 
-    config = QuickstartConfig(out_dir=str(out), fast=fast, seed=seed, device=device, progress=progress)
+    config = QuickstartConfig(
+        out_dir=str(out), fast=fast, seed=seed, device=device, progress=progress, baselines=baselines.value
+    )
     result = run_quickstart(config, log=typer.echo)
     typer.echo("")
     typer.echo(format_summary(result.summary))

@@ -9,6 +9,9 @@ Steps (each writes under ``out_dir`` and is skipped on a rerun when its outputs 
 4. zero-shot baseline: the base model generates for the held-out test prompts;
 5. LoRA-finetuning baseline (λ_reward = 0, its own learning rate);
 6. CRAFT: DRaFT-K with VDC + CCS + DD + SFS from the training critic (one or more seeds);
+   with ``baselines="all"`` also the CRAFT paper's other Table-1 rows: textual inversion (one token per
+   class), TI+LoRA (LoRA on prompts with the learnt tokens) and Diffusion-DPO (pairs of base-model samples
+   judged offline by the training critic's VDC + CCS + DD);
 7. evaluation beyond CAS with the evaluator: FD to the real test images, prompt-level diversity (a few
    prompts sampled several times per method), memorization against the training images, class silhouette;
 8. score every method with the *evaluator* (CAS, tail analysis with τ from the real test images);
@@ -23,14 +26,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clinalign.errors import ConfigError
+from clinalign.errors import ConfigError, DataError
 from clinalign.utils.io import read_json, write_json
 
 METHODS = ("zero_shot", "lora", "craft")
+#: the extra Table-1 baselines ``baselines="all"`` adds
+EXTRA_BASELINES = ("ti", "ti_lora", "dpo")
 
 
 class QuickstartConfig(BaseModel):
@@ -71,6 +76,21 @@ class QuickstartConfig(BaseModel):
     batch_size: int = Field(8, ge=1, description="Prompts per step.")
     lora_rank: int = Field(8, ge=1, description="LoRA rank.")
     craft_seeds: list[int] | None = Field(None, description="CRAFT training seeds (default [0, 1]; fast [0]).")
+    # --- the other Table-1 baselines (baselines="all")
+    baselines: Literal["default", "all"] = Field(
+        "default",
+        description="default: zero-shot and the LoRA baseline; all: also textual inversion, TI+LoRA and Diffusion-DPO.",
+    )
+    ti_steps: int | None = Field(None, ge=1, description="Textual-inversion steps (default: as CRAFT).")
+    ti_learning_rate: float = Field(5e-2, gt=0, description="Textual-inversion learning rate (token rows).")
+    ti_initializer: str = Field("lesion", description="The word whose embedding starts every class token.")
+    dpo_steps: int | None = Field(None, ge=1, description="Diffusion-DPO steps (default: as CRAFT).")
+    dpo_learning_rate: float = Field(3e-3, gt=0, description="Diffusion-DPO learning rate.")
+    dpo_beta: float = Field(5000.0, gt=0, description="Diffusion-DPO beta (the Diffusion-DPO paper's SD setting).")
+    dpo_prompts: int | None = Field(
+        None, ge=1, description="Training prompts sampled for preference pairs (default 256; fast 64)."
+    )
+    dpo_samples: int = Field(4, ge=2, description="Base-model samples per prompt; best vs worst is one pair.")
     # --- scoring
     n_boot: int | None = Field(None, ge=2, description="Bootstrap resamples (default 1000; fast 200).")
     # --- evaluation beyond CAS
@@ -93,6 +113,7 @@ class QuickstartConfig(BaseModel):
             "craft_seeds": lambda: [self.seed] if fast else [self.seed, self.seed + 1],
             "n_boot": lambda: 200 if fast else 1000,
             "diversity_prompts": lambda: 4 if fast else 8,
+            "dpo_prompts": lambda: 64 if fast else 256,
             # shipped assets are looked up only when no model is given
             "base_model": lambda: str(paths.base_model_dir()),
             "training_critic": lambda: str(paths.training_critic_dir()),
@@ -101,8 +122,9 @@ class QuickstartConfig(BaseModel):
         for key, default in defaults.items():
             if values.get(key) is None:
                 values[key] = default()
-        if values["lora_steps"] is None:
-            values["lora_steps"] = values["craft_steps"]
+        for key in ("lora_steps", "ti_steps", "dpo_steps"):
+            if values[key] is None:
+                values[key] = values["craft_steps"]
         resolved = QuickstartConfig(**values)
         if resolved.training_critic == resolved.evaluator:
             raise ConfigError(
@@ -176,8 +198,10 @@ def _train_lora(
     rewards: list[Any] | None,
     train_rows: list[dict[str, Any]],
     out: Path,
+    textual_inversion: Path | None = None,
 ) -> Path:
-    """Train one LoRA (CRAFT when ``rewards``, else the plain LoRA baseline); returns the LoRA dir."""
+    """Train one LoRA (CRAFT when ``rewards``, else the plain LoRA baseline, or TI+LoRA on the prompts with
+    the learnt tokens of ``textual_inversion``); returns the LoRA dir."""
     from clinalign.training import DraftKTrainer, TrainConfig
 
     lora_dir = out / "lora"
@@ -205,8 +229,94 @@ def _train_lora(
         progress_bar=cfg.progress,
         checkpoint_every=0,
         gradient_checkpointing=False,
+        **({"method": "ti_lora", "textual_inversion": str(textual_inversion)} if textual_inversion else {}),
     )
     trainer = DraftKTrainer(model=str(cfg.base_model), rewards=rewards, config=config, train_data=train_rows)
+    trainer.train()
+    trainer.save_lora(lora_dir)
+    return lora_dir
+
+
+def _class_token(label: str) -> str:
+    return "<" + label.replace(" ", "-") + ">"
+
+
+def _train_ti(cfg: QuickstartConfig, train_rows: list[dict[str, Any]], out: Path) -> Path:
+    """Textual inversion: one new token per class, learnt on the real training images; returns its folder."""
+    from clinalign.training import TextualInversionTrainer, TIConfig
+
+    ti_dir = out / "textual_inversion"
+    if (ti_dir / "clinalign_meta.json").is_file():
+        return ti_dir
+    config = TIConfig(
+        model=str(cfg.base_model),
+        placeholder_tokens={label: _class_token(label) for label in sorted({r["label"] for r in train_rows})},
+        initializer_token=cfg.ti_initializer,
+        ti_prompt_template="{token}, {prompt}",
+        resolution=cfg.resolution,
+        learning_rate=cfg.ti_learning_rate,
+        batch_size=cfg.batch_size,
+        max_steps=cfg.ti_steps,
+        seed=cfg.seed,
+        output_dir=str(out),
+        log_with="none",
+        progress_bar=cfg.progress,
+        checkpoint_every=0,
+        gradient_checkpointing=False,
+    )
+    trainer = TextualInversionTrainer(model=str(cfg.base_model), config=config, train_data=train_rows)
+    trainer.train()
+    return ti_dir
+
+
+def _train_dpo(
+    cfg: QuickstartConfig, train_rows: list[dict[str, Any]], judge: Any, class_names: list[str], out: Path
+) -> Path:
+    """Diffusion-DPO: base-model samples of training prompts, best vs worst under ``judge``; returns the LoRA dir."""
+    from clinalign.diffusion import PromptRow, load_diffusion_model
+    from clinalign.training import DiffusionDPOTrainer, DPOConfig
+    from clinalign.training.pairs import make_preference_pairs
+
+    lora_dir = out / "lora"
+    if (lora_dir / "clinalign_meta.json").is_file():
+        return lora_dir
+    # an even spread of the training prompts (the rows alternate between classes in no fixed order)
+    step = max(1, len(train_rows) // (cfg.dpo_prompts or 1))
+    chosen = train_rows[::step][: cfg.dpo_prompts]
+    prompts = [
+        PromptRow(prompt=r["prompt"], label=r["label"], ref_id=r["id"], checklist=r["checklist"]) for r in chosen
+    ]
+    model = load_diffusion_model(str(cfg.base_model), device=cfg.device)
+    pairs = make_preference_pairs(
+        model, prompts, out / "pairs", judge=judge, n_per_prompt=cfg.dpo_samples, seed=cfg.seed,
+        resolution=cfg.resolution, num_inference_steps=cfg.eval_inference_steps, guidance_scale=cfg.guidance_scale,
+        batch_size=64, class_names=class_names, progress_bar=cfg.progress,
+    )  # fmt: skip
+    del model
+    n_pairs = sum(1 for line in pairs.read_text(encoding="utf-8").splitlines() if line.strip())
+    if n_pairs == 0:
+        raise DataError(
+            f"{pairs}: the judge scored every sample of each prompt alike, so there are no preference pairs; "
+            "raise dpo_samples or dpo_prompts."
+        )
+    config = DPOConfig(
+        model=str(cfg.base_model),
+        train_data=str(pairs),
+        beta=cfg.dpo_beta,
+        resolution=cfg.resolution,
+        lora_rank=cfg.lora_rank,
+        learning_rate=cfg.dpo_learning_rate,
+        weight_decay=0.0,
+        batch_size=min(cfg.batch_size, n_pairs),
+        max_steps=cfg.dpo_steps,
+        seed=cfg.seed,
+        output_dir=str(out),
+        log_with="none",
+        progress_bar=cfg.progress,
+        checkpoint_every=0,
+        gradient_checkpointing=False,
+    )
+    trainer = DiffusionDPOTrainer(model=str(cfg.base_model), config=config)
     trainer.train()
     trainer.save_lora(lora_dir)
     return lora_dir
@@ -220,6 +330,7 @@ def _generate(
     out: Path,
     seed: int | None = None,
     n_per_prompt: int = 1,
+    textual_inversion: Path | None = None,
 ) -> Path:
     from clinalign.diffusion import generate_to_dir, load_diffusion_model, read_prompts
 
@@ -230,9 +341,14 @@ def _generate(
 
         if len(read_jsonl(manifest)) >= len(rows) * n_per_prompt:
             return out
+    from clinalign.artifacts import load_artifact_meta
+
     model = load_diffusion_model(str(cfg.base_model), device=cfg.device)
+    if textual_inversion is not None:
+        model.load_textual_inversion(textual_inversion)
     if lora is not None:
         model.load_lora(lora)
+    meta = load_artifact_meta(textual_inversion, lora) if textual_inversion is not None else None
     extra = {"lora": str(lora)} if lora is not None else None
     generate_to_dir(
         model,
@@ -247,12 +363,19 @@ def _generate(
         batch_size=64,
         progress_bar=cfg.progress,
         extra=extra,
+        prompt_rule=meta.class_prompt_rule() if meta is not None else None,
     )
     return out
 
 
 def _evaluation(
-    cfg: QuickstartConfig, out: Path, gen_dirs: dict[str, list[Path]], evaluator: Any, enriched: Path, test_file: Path
+    cfg: QuickstartConfig,
+    out: Path,
+    gen_dirs: dict[str, list[Path]],
+    evaluator: Any,
+    enriched: Path,
+    test_file: Path,
+    generators: dict[str, tuple[Path | None, Path | None]],
 ) -> dict[str, Any]:
     """fd, diversity, memorization and silhouette on the toy methods, written to ``cas/evaluation/<check>``.
 
@@ -290,21 +413,20 @@ def _evaluation(
     if not prompts.is_file():
         rows = read_jsonl(test_file)[: cfg.diversity_prompts]
         atomic_write_text(prompts, "".join(json.dumps(r) + "\n" for r in rows))
-    loras = {"zero_shot": None, "lora": out / "methods" / "lora" / "lora"}
-    loras["craft"] = out / "methods" / "craft" / f"seed{(cfg.craft_seeds or [cfg.seed])[0]}" / "lora"
     diversity_sets = {
         m: [
             str(
                 _generate(
                     cfg,
                     lora=lora,
+                    textual_inversion=ti,
                     prompts_file=prompts,
                     out=out / "methods" / m / "gen_diversity",
                     n_per_prompt=cfg.diversity_samples,
                 )
             )
         ]
-        for m, lora in loras.items()
+        for m, (lora, ti) in generators.items()
     }
     diversity_config = DiversityConfig(**{**common, "methods": diversity_sets}, out=str(folder / "diversity"))
     results["diversity"] = evaluate_diversity(diversity_config, critic=cache)
@@ -335,7 +457,8 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "quickstart_config.json", cfg.model_dump())
-    steps = _Steps(log, total=9 if cfg.evaluation else 8)
+    extra_methods = EXTRA_BASELINES if cfg.baselines == "all" else ()
+    steps = _Steps(log, total=(9 if cfg.evaluation else 8) + len(extra_methods))
 
     files = steps.run(
         "data",
@@ -416,11 +539,66 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
         f"CRAFT: DRaFT-K with VDC+CCS+DD+SFS ({cfg.craft_steps} steps, seeds {cfg.craft_seeds})",
         craft,
     )
+    # what generates each method's images: (LoRA, textual-inversion folder)
+    methods_dir = out / "methods"
+    generators: dict[str, tuple[Path | None, Path | None]] = {
+        "zero_shot": (None, None),
+        "lora": (methods_dir / "lora" / "lora", None),
+        "craft": (methods_dir / "craft" / f"seed{(cfg.craft_seeds or [cfg.seed])[0]}" / "lora", None),
+    }
+
+    if "ti" in extra_methods:
+
+        def ti() -> Path:
+            ti_dir = _train_ti(cfg, train_rows, methods_dir / "ti")
+            generators["ti"] = (None, ti_dir)
+            return _generate(
+                cfg, lora=None, textual_inversion=ti_dir, prompts_file=test_file, out=methods_dir / "ti" / "gen"
+            )
+
+        gen_dirs["ti"] = [steps.run("ti", f"textual inversion: one token per class ({cfg.ti_steps} steps)", ti)]
+
+        def ti_lora() -> Path:
+            ti_dir = methods_dir / "ti" / "textual_inversion"
+            lora = _train_lora(
+                cfg, name="ti_lora", seed=cfg.seed, rewards=None, train_rows=train_rows,
+                out=methods_dir / "ti_lora", textual_inversion=ti_dir,
+            )  # fmt: skip
+            generators["ti_lora"] = (lora, lora / "textual_inversion")
+            return _generate(
+                cfg, lora=lora, textual_inversion=lora / "textual_inversion", prompts_file=test_file,
+                out=methods_dir / "ti_lora" / "gen",
+            )  # fmt: skip
+
+        gen_dirs["ti_lora"] = [
+            steps.run("ti_lora", f"TI+LoRA: LoRA on prompts with the learnt tokens ({cfg.lora_steps} steps)", ti_lora)
+        ]
+
+    if "dpo" in extra_methods:
+
+        def dpo() -> Path:
+            from clinalign.rewards import CompositeReward
+
+            critic, probe = fitted["training_critic"]["critic"], fitted["training_critic"]["probe"]
+            judge = CompositeReward([VDCReward(critic), CCSReward(critic), DDReward(critic, probe)])
+            lora = _train_dpo(cfg, train_rows, judge, list(probe.class_names), methods_dir / "dpo")
+            generators["dpo"] = (lora, None)
+            return _generate(cfg, lora=lora, prompts_file=test_file, out=methods_dir / "dpo" / "gen")
+
+        gen_dirs["dpo"] = [
+            steps.run(
+                "dpo",
+                f"Diffusion-DPO: {cfg.dpo_prompts} prompts x {cfg.dpo_samples} base samples judged by the training "
+                f"critic's VDC+CCS+DD, best vs worst ({cfg.dpo_steps} steps)",
+                dpo,
+            )
+        ]
 
     def score():
         evaluator, probe = fitted["evaluator"]["critic"], fitted["evaluator"]["probe"]
         score_config = ScoreCASConfig(
-            methods={m: [str(p) for p in paths] for m, paths in gen_dirs.items()},
+            # the baselines first, CRAFT last (the order of the tables)
+            methods={m: [str(p) for p in gen_dirs[m]] for m in sorted(gen_dirs, key=lambda m: m == "craft")},
             real=str(test_file),
             checklists=str(files.checklists),
             evaluator=str(cfg.evaluator),
@@ -437,7 +615,7 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
         evaluation = steps.run(
             "evaluation",
             "evaluation beyond CAS: fd, diversity, memorization, silhouette",
-            lambda: _evaluation(cfg, out, gen_dirs, fitted["evaluator"]["critic"], enriched, test_file),
+            lambda: _evaluation(cfg, out, gen_dirs, fitted["evaluator"]["critic"], enriched, test_file, generators),
         )
     report = steps.run("score", "score every method with the evaluator (CAS, tail analysis)", score)
     summary = summarize(

@@ -13,7 +13,17 @@ import numpy as np
 from clinalign.utils.io import atomic_write_text, write_json
 
 PRIMITIVES = ("vdc", "ccs", "dd", "sfs")
-_LABELS = {"real": "real test images", "zero_shot": "zero-shot base model", "lora": "LoRA baseline", "craft": "CRAFT"}
+_LABELS = {
+    "real": "real test images",
+    "zero_shot": "zero-shot base model",
+    "lora": "LoRA baseline",
+    "ti": "textual inversion",
+    "ti_lora": "TI+LoRA",
+    "dpo": "Diffusion-DPO",
+    "craft": "CRAFT",
+}
+#: the Table-1 baselines besides zero-shot and LoRA (``clinalign quickstart --baselines all``)
+_EXTRA_BASELINES = ("ti", "ti_lora", "dpo")
 
 
 def _stats(scores: Any, tail: Any | None) -> dict[str, Any]:
@@ -105,7 +115,9 @@ def summarize(
             "craft_frac_below_tau_under_lora": craft["frac_below_tau"] < lora["frac_below_tau"],
         }
     paired: dict[str, Any] = {}
-    for method, baseline in (("lora", "zero_shot"), ("craft", "zero_shot"), ("craft", "lora")):
+    comparisons = [("lora", "zero_shot"), ("craft", "zero_shot"), ("craft", "lora")]
+    comparisons += [("craft", b) for b in _EXTRA_BASELINES]
+    for method, baseline in comparisons:
         if method in report.runs and baseline in report.runs:
             gain = paired_gain(report.runs[method], report.runs[baseline], n_boot=n_boot, seed=seed)
             if gain is not None:
@@ -261,9 +273,8 @@ def write_report(
     """
     out = Path(out_dir)
     methods = summary["methods"]
-    order = [m for m in ("real", "zero_shot", "lora", "craft") if m in methods] + [
-        m for m in methods if m not in ("real", "zero_shot", "lora", "craft")
-    ]
+    known = ("real", "zero_shot", "lora", *_EXTRA_BASELINES, "craft")
+    order = [m for m in known if m in methods] + [m for m in methods if m not in known]
     rows = []
     for name in order:
         m = methods[name]

@@ -41,7 +41,9 @@ def _score_images(judge: Any, files: list[Path], rows: list[dict[str, Any]], cla
         labels=torch.tensor(labels, dtype=torch.long),
     )
     with torch.no_grad():
-        return [float(v) for v in judge(images, batch)]
+        values = judge(images, batch)
+    # a CompositeReward returns its weighted total with the components
+    return [float(v) for v in getattr(values, "total", values)]
 
 
 def make_preference_pairs(
@@ -66,7 +68,8 @@ def make_preference_pairs(
         model: the :class:`~clinalign.diffusion.DiffusionModel` to sample from.
         prompts: :class:`~clinalign.diffusion.PromptRow` rows (``checklist`` needed by a CCS judge).
         out_dir: output folder.
-        judge: a reward object (``name`` + ``__call__(images, batch) -> [B]``, higher = preferred).
+        judge: a reward object (``name`` + ``__call__(images, batch) -> [B]``, higher = preferred) or a
+            :class:`~clinalign.rewards.CompositeReward` (its total decides).
         n_per_prompt: samples per prompt (at least 2).
         class_names: the class list labels index into (needed by a DD judge).
     """
