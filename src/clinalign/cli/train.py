@@ -232,13 +232,17 @@ def _class_prompt_rule(meta, textual_inversion: str, template: str | None):
 _PAIRS_HELP = """Make Diffusion-DPO preference pairs: N seed-varied samples per prompt, best vs worst under a judge.
 
 Writes OUT/samples (generate's layout; a rerun resumes) and OUT/pairs.jsonl (prompt, chosen, rejected, \
-label, scores), the `train_data` of a `method: dpo` config. The judge is a reward on a critic: \
-`--judge reward:ccs` (or vdc, dd with --probe). An MLLM judge is not available yet.
+label, judge), the `train_data` of a `method: dpo` config. The judge is a reward on a critic \
+(`--judge reward:ccs`, or vdc, dd with --probe), or a multimodal LLM that ranks each prompt's samples \
+(`--judge mllm:<model>`, through the client and endpoint flags of `clinalign evaluate judge`: strict JSON \
+ranking, repair turns, retries, cost estimate; answers kept in OUT/judge_rank.jsonl, so a rerun resumes).
 
 \b
 Examples:
   clinalign pairs --model stabilityai/stable-diffusion-2-1-base --prompts data/train_enriched.jsonl \\
       --checklists data/checklists.yaml --judge reward:ccs --critic google/medsiglip-448 --n-per-prompt 4 --out pairs/
+  clinalign pairs --model stabilityai/stable-diffusion-2-1-base --prompts data/train_enriched.jsonl \\
+      --judge mllm:google/medgemma-4b-it --base-url http://localhost:8000/v1 --n-per-prompt 4 --out pairs/
 """
 
 
@@ -246,8 +250,10 @@ def pairs(
     model: str = typer.Option(..., "--model", help="Base model: hub id or local diffusers directory."),
     prompts: Path = typer.Option(..., "--prompts", help=".jsonl (prompt or t_ep, label, checklist) or .txt file."),
     out: Path = typer.Option(..., "--out", help="Output directory (samples/ + pairs.jsonl)."),
-    judge: str = typer.Option("reward:ccs", "--judge", help="reward:<name> (vdc, ccs, dd, or a registered reward)."),
-    critic: str = typer.Option(..., "--critic", help="Critic the judging reward runs on (hub id or directory)."),
+    judge: str = typer.Option(
+        "reward:ccs", "--judge", help="reward:<name> (vdc, ccs, dd, or a registered reward) or mllm:<model>."
+    ),
+    critic: str | None = typer.Option(None, "--critic", help="Critic the judging reward runs on (reward judges)."),
     probe: str | None = typer.Option(None, "--probe", help="LinearProbe directory (for reward:dd)."),
     checklists: Path | None = typer.Option(None, "--checklists", help="class -> checklist file (for reward:ccs)."),
     lora: str | None = typer.Option(None, "--lora", help="LoRA directory to sample with."),
@@ -260,31 +266,66 @@ def pairs(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda if available)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    base_url: str | None = typer.Option(None, "--base-url", help="MLLM judge: OpenAI-compatible endpoint."),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="MLLM judge: environment variable with the API key."
+    ),
+    concurrency: int = typer.Option(8, "--concurrency", help="MLLM judge: requests in flight."),
+    timeout: float = typer.Option(60.0, "--timeout", help="MLLM judge: seconds per request."),
+    max_retries: int = typer.Option(5, "--max-retries", help="MLLM judge: retries on 429/5xx/timeouts."),
+    max_repairs: int = typer.Option(2, "--max-repairs", help="MLLM judge: repair turns after an invalid reply."),
+    response_format: str = typer.Option(
+        "json_schema", "--response-format", help="MLLM judge: json_schema, json_object or text."
+    ),
+    max_tokens: int = typer.Option(800, "--max-tokens", help="MLLM judge: completion token limit per request."),
+    temperature: float = typer.Option(0.0, "--temperature", help="MLLM judge: sampling temperature."),
+    price_input: float | None = typer.Option(None, "--price-input", help="MLLM judge: USD per 1M prompt tokens."),
+    price_output: float | None = typer.Option(None, "--price-output", help="MLLM judge: USD per 1M completion tokens."),
 ) -> None:
     from dataclasses import replace
 
     from clinalign.diffusion import load_diffusion_model, read_prompts
     from clinalign.rewards.registry import build_rewards
     from clinalign.training.data import load_checklists
-    from clinalign.training.pairs import make_preference_pairs
+    from clinalign.training.pairs import MLLMJudge, make_preference_pairs
 
     kind, _, name = judge.partition(":")
-    if kind != "reward" or not name:
-        raise ConfigError(f"--judge {judge!r}: use reward:<name>, e.g. reward:ccs (an MLLM judge is not available).")
+    if kind not in ("reward", "mllm") or not name:
+        raise ConfigError(
+            f"--judge {judge!r}: use reward:<name> (e.g. reward:ccs) or mllm:<model> (e.g. mllm:gpt-4o-mini)."
+        )
     rows = read_prompts(prompts)
     table = load_checklists(checklists) if checklists is not None else {}
     rows = [r if r.checklist or r.label is None else replace(r, checklist=table.get(r.label)) for r in rows]
-    (reward,) = build_rewards([name], critic=critic, probe=probe, device=device)
-    classes = list(getattr(getattr(reward, "probe", None), "class_names", None) or []) or None
+    classes = None
+    if kind == "reward":
+        if critic is None:
+            raise ConfigError(f"--judge {judge} scores with a reward on a critic: pass --critic (hub id or directory).")
+        (scorer,) = build_rewards([name], critic=critic, probe=probe, device=device)
+        classes = list(getattr(getattr(scorer, "probe", None), "class_names", None) or []) or None
+    else:
+        from clinalign.cli.enrich import _config as endpoint_config
+
+        endpoint = endpoint_config(
+            model=name, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, request_timeout=timeout,
+            max_retries=max_retries, max_repairs=max_repairs, response_format=response_format, max_tokens=max_tokens,
+            temperature=temperature, price_input_per_mtok=price_input, price_output_per_mtok=price_output,
+            progress=False,
+        )  # fmt: skip
+        scorer = MLLMJudge(endpoint, seed=seed)
     diffusion = load_diffusion_model(model, device=device)
     if lora is not None:
         diffusion.load_lora(lora)
     path = make_preference_pairs(
-        diffusion, rows, out, judge=reward, n_per_prompt=n_per_prompt, seed=seed, resolution=resolution,
+        diffusion, rows, out, judge=scorer, n_per_prompt=n_per_prompt, seed=seed, resolution=resolution,
         num_inference_steps=steps, guidance_scale=guidance_scale, eta=eta, batch_size=batch_size,
         class_names=classes, progress_bar=not no_progress,
     )  # fmt: skip
     typer.echo(f"wrote {sum(1 for _ in path.open())} pairs to {path}")
+    if isinstance(scorer, MLLMJudge):
+        typer.echo(scorer.cost())
+        for failure in scorer.failures:
+            typer.echo(f"failed (a rerun retries it): {failure}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ K, not on T. The step maths is diffusers' own ``DDIMScheduler.step``, so for the
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,21 @@ class SampleOutput:
     latents: torch.Tensor
     grad_unet_calls: int
     no_grad_unet_calls: int
+
+
+def _randn(shape: tuple[int, ...], generator: Generator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Gaussian noise of ``shape``, drawn the way :func:`sample` documents for ``generator``.
+
+    A list of n generators with n < B splits the batch into n equal consecutive groups and draws each
+    group's noise from its generator in one call, exactly what n separate calls of B/n samples with one
+    generator each would draw (this is how DRaFT-K batches its M trajectories, see ``repeats_in_batch``).
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if isinstance(generator, list) and 1 < len(generator) < shape[0]:
+        group = (shape[0] // len(generator), *shape[1:])
+        return torch.cat([randn_tensor(group, generator=g, device=device, dtype=dtype) for g in generator])
+    return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
 
 def _checkpointed(fn, *args):
@@ -71,15 +87,15 @@ def sample(
         eta: DDIM stochasticity (0 deterministic DDIM, 1 DDPM-like ancestral sampling).
         guidance_scale: classifier-free guidance scale; ``<= 1`` disables CFG. The unconditional
             branch uses the empty prompt.
-        generator: torch generator (or one per sample) for the initial noise and the step noise.
+        generator: torch generator for the initial noise and the step noise; or a list of them, one per
+            sample, or n < B of them, one per group of B/n consecutive samples (each group then gets the
+            noise a separate call of B/n samples with that generator would get).
         gradient_checkpointing: recompute UNet/VAE activations in backward instead of storing them.
         latents: optional initial noise [B,C,h,w] (drawn from ``generator`` otherwise).
 
     Returns:
         :class:`SampleOutput`. Outside grad mode (e.g. under ``torch.no_grad()``) nothing keeps a graph.
     """
-    from diffusers.utils.torch_utils import randn_tensor
-
     if num_inference_steps < 1:
         raise ConfigError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
     if not 0 <= k <= num_inference_steps:
@@ -90,12 +106,23 @@ def sample(
     model.check_resolution(height)
     model.check_resolution(width)
     batch = prompt_embeds.shape[0]
+    grouped = isinstance(generator, list) and 1 < len(generator) < batch
+    if isinstance(generator, list) and 1 < len(generator) < batch and batch % len(generator) != 0:
+        raise ConfigError(
+            f"got {len(generator)} generators for a batch of {batch}; pass one per sample or one per group of "
+            "samples (a number that divides the batch)."
+        )
     scheduler = model.scheduler
+    if grouped and eta > 0 and "variance_noise" not in inspect.signature(scheduler.step).parameters:
+        raise ConfigError(
+            f"{type(scheduler).__name__}.step takes no `variance_noise`, so one generator per group of samples "
+            "cannot be honoured; pass one generator per sample or use a DDIM scheduler."
+        )
     scheduler.set_timesteps(num_inference_steps, device=model.device)
     timesteps = scheduler.timesteps
     shape = (batch, model.latent_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
     if latents is None:
-        latents = randn_tensor(shape, generator=generator, device=model.device, dtype=model.dtype)
+        latents = _randn(shape, generator, model.device, model.dtype)
     latents = latents.to(model.device, model.dtype) * scheduler.init_noise_sigma
 
     do_cfg = guidance_scale > 1.0
@@ -119,7 +146,12 @@ def sample(
             if do_cfg:
                 uncond_pred, cond_pred = noise_pred.chunk(2)
                 noise_pred = uncond_pred + guidance_scale * (cond_pred - uncond_pred)
-            latents = scheduler.step(noise_pred, t, latents, eta=eta, generator=generator, return_dict=False)[0]
+            if grouped and eta > 0:
+                # the step noise each group's own generator would draw inside scheduler.step
+                noise = _randn(tuple(noise_pred.shape), generator, noise_pred.device, noise_pred.dtype)
+                latents = scheduler.step(noise_pred, t, latents, eta=eta, variance_noise=noise, return_dict=False)[0]
+            else:
+                latents = scheduler.step(noise_pred, t, latents, eta=eta, generator=generator, return_dict=False)[0]
         if with_grad:
             grad_calls += 1
         else:

@@ -387,6 +387,13 @@ class _DraftKSamplingFields(BaseModel):
     repeats: int = Field(
         2, description="M: sampled trajectories per prompt, rewards averaged over them (paper: 2).", ge=1
     )
+    repeats_in_batch: bool | int = Field(
+        False,
+        description="Sample the M trajectories of a step together, one UNet call per denoising step for several "
+        "of them: true = all M, a number = that many per call, false (= 1) = one call per trajectory. Each "
+        "trajectory keeps its own noise, so results equal the separate calls up to float rounding; faster when "
+        "memory allows (the batched calls hold that many times more activations).",
+    )
 
 
 class _DraftKLossFields(BaseModel):
@@ -461,8 +468,20 @@ class TrainConfig(
             data = {**data, "lambda_reward": 0.0}
         return data
 
+    @property
+    def repeats_per_call(self) -> int:
+        """Trajectories sampled per UNet call (``repeats_in_batch`` resolved against ``repeats``)."""
+        if isinstance(self.repeats_in_batch, bool):
+            return self.repeats if self.repeats_in_batch else 1
+        return self.repeats_in_batch
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if not isinstance(self.repeats_in_batch, bool) and not 1 <= self.repeats_in_batch <= self.repeats:
+            raise ValueError(
+                f"`repeats_in_batch` must be true/false or between 1 and `repeats` ({self.repeats}), got "
+                f"{self.repeats_in_batch}; it is how many of the M trajectories share one UNet call."
+            )
         if self.k > self.num_inference_steps:
             raise ValueError(
                 f"`k` must be between 1 and `num_inference_steps` ({self.num_inference_steps}), got {self.k}; "

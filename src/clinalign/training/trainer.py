@@ -57,6 +57,23 @@ __all__ = [
 ]
 
 
+def repeat_reward_batch(batch: Any, n: int) -> Any:
+    """``batch`` for ``n`` trajectories sampled together: every field repeated ``n`` times (trajectory-major),
+    reference embeddings already computed for ``batch`` reused rather than recomputed."""
+    if n == 1:
+        return batch
+    from clinalign.rewards import RewardBatch
+
+    repeated = RewardBatch(
+        prompts=list(batch.prompts) * n,
+        checklists=list(batch.checklists) * n,
+        labels=batch.labels.repeat(n),
+        references=batch.references.repeat(n, 1, 1, 1) if batch.references is not None else None,
+    )
+    repeated._reference_cache.update({key: emb.repeat(n, 1) for key, emb in batch._reference_cache.items()})
+    return repeated
+
+
 def textual_inversion_tokens(directory: str | os.PathLike[str]) -> dict[str, str]:
     """class -> placeholder token recorded in a textual-inversion folder's ``clinalign_meta.json``."""
     meta = ArtifactMeta.load(directory)
@@ -197,28 +214,33 @@ class DraftKTrainer(Trainer):
         if cfg.lambda_reward > 0 and self.reward_fn is not None:
             reward_batch = self._reward_batch(rows, real, self.reward_fn)
             totals, components = [], {}
-            for j in range(cfg.repeats):
-                generator = torch.Generator().manual_seed(self.seed_for(micro_step, 2, j))
+            per_call = cfg.repeats_per_call
+            for first in range(0, cfg.repeats, per_call):
+                group = range(first, min(first + per_call, cfg.repeats))
+                # one generator per trajectory, seeded as when each runs alone: batching changes no noise
+                generators = [torch.Generator().manual_seed(self.seed_for(micro_step, 2, j)) for j in group]
+                n = len(generators)
                 with acc.autocast():
                     out = sample(
                         model,
-                        prompt_embeds,
+                        prompt_embeds.repeat(n, 1, 1) if n > 1 else prompt_embeds,
                         height=cfg.resolution,
                         width=cfg.resolution,
                         num_inference_steps=cfg.num_inference_steps,
                         k=cfg.k,
                         eta=cfg.eta,
                         guidance_scale=cfg.guidance_scale,
-                        generator=generator,
+                        generator=generators if n > 1 else generators[0],
                         gradient_checkpointing=cfg.gradient_checkpointing,
                     )
                 # rewards run outside autocast: critics keep their own dtype (fp32 by default)
-                scored = self.reward_fn(out.images.float(), reward_batch)
-                reward = scored.total.mean()
-                totals.append(float(reward.detach()))
+                scored = self.reward_fn(out.images.float(), repeat_reward_batch(reward_batch, n))
+                per_trajectory = scored.total.view(n, -1).mean(dim=1)  # [n], mean reward of each trajectory
+                totals.extend(float(v) for v in per_trajectory.detach())
                 for name, value in scored.components.items():
-                    components.setdefault(name, []).append(float(value.detach().mean()))
-                finite = self.backward(-cfg.lambda_reward * reward / cfg.repeats) and finite
+                    means = value.detach().view(n, -1).mean(dim=1)
+                    components.setdefault(name, []).extend(float(v) for v in means)
+                finite = self.backward(-cfg.lambda_reward * per_trajectory.sum() / cfg.repeats) and finite
             metrics["reward/total"] = sum(totals) / len(totals)
             for name, values in components.items():
                 metrics[f"reward/{name}"] = sum(values) / len(values)
