@@ -186,6 +186,33 @@ def enriched_row(
     }
 
 
+def finished_row(
+    record: Record,
+    preset: Preset,
+    output: Any,
+    prompt_budget: TokenBudget,
+    checklist_texts: Mapping[str, str | None],
+    *,
+    model: str,
+    usage: Usage,
+    repairs: int,
+) -> tuple[dict[str, Any], str | None]:
+    """The enriched row of a validated reply (live and batch share it), and the trim it needed (or None)."""
+    fields = output.model_dump(mode="json")
+    t_ep, trimmed_by = fit_prompt(preset, fields, record.label, prompt_budget)
+    row = enriched_row(
+        record,
+        preset,
+        fields,
+        t_ep,
+        checklist_texts.get(record.label),
+        model=model,
+        usage=usage.to_dict(),
+        repairs=repairs,
+    )
+    return row, None if trimmed_by is None else f"t_ep: {trimmed_by.describe()}"
+
+
 def build_messages(preset: Preset, record: Record, image_url: str) -> list[dict[str, Any]]:
     """System prompt (label as hard constraint) + user turn with the instruction and the image."""
     return [
@@ -361,20 +388,18 @@ class _Run:
             return
         self.usage.add(answer.usage)
         self.repairs += answer.repairs
-        fields = answer.output.model_dump(mode="json")
-        t_ep, trimmed_by = fit_prompt(self.preset, fields, record.label, self.prompt_budget)
-        if trimmed_by is not None:
-            self.trimmed[f"t_ep: {trimmed_by.describe()}"] += 1
-        row = enriched_row(
+        row, trimmed = finished_row(
             record,
             self.preset,
-            fields,
-            t_ep,
-            self.checklist_texts.get(record.label),
+            answer.output,
+            self.prompt_budget,
+            self.checklist_texts,
             model=config.model,
-            usage=answer.usage.to_dict(),
+            usage=answer.usage,
             repairs=answer.repairs,
         )
+        if trimmed is not None:
+            self.trimmed[trimmed] += 1
         await self._append(ENRICHED_FILE, row)
         self.succeeded += 1
 
@@ -424,6 +449,57 @@ def _done_ids(out_dir: Path, preset: Preset) -> set[str]:
     return {str(r["id"]) for r in rows if "id" in r}
 
 
+def run_texts(
+    preset: Preset,
+    config: EnrichConfig,
+    counter: TokenCounter,
+    labels: Sequence[str],
+    checklists: Mapping[str, Mapping[str, str]] | None,
+) -> tuple[TokenBudget, dict[str, str | None], Counter[str]]:
+    """The t_ep budget, each label's fitted checklist t_c and the checklist trims (live and batch share it)."""
+    prompt_budget, checklist_budget = text_budgets(preset, config, counter)
+    checklist_texts: dict[str, str | None] = {}
+    checklist_trims: Counter[str] = Counter()
+    for label in labels:
+        source = (checklists or {}).get(label)
+        fitted = preset.fit_checklist(
+            label, source, token_counter=checklist_budget.count, max_tokens=checklist_budget.max_tokens
+        )
+        checklist_texts[label] = None if fitted is None else fitted.text
+        if fitted is not None and not fitted.fits:
+            logger.warning("t_c of %r exceeds %s even cut to one attribute", label, checklist_budget.describe())
+        if fitted is not None and fitted.changed:
+            full = preset.fit_checklist(label, source, token_counter=lambda _: 0, max_tokens=10**9)
+            binding = checklist_budget.binding(full.text) if full is not None else None
+            checklist_trims[f"t_c: {binding.describe() if binding else checklist_budget.describe()}"] += 1
+            logger.info("t_c of %r trimmed to fit (%s): %s", label, checklist_budget.describe(), fitted.changed)
+    missing = [label for label, text in checklist_texts.items() if text is None]
+    if missing:
+        logger.warning(
+            "no class checklist for %s: t_c is left empty for them. Generate them with "
+            "`clinalign checklists --generate` or add them to a custom preset.",
+            missing,
+        )
+    return prompt_budget, checklist_texts, checklist_trims
+
+
+def write_run_files(out: Path, preset: Preset, config: EnrichConfig, **extra: Any) -> None:
+    """``enrich_config.json`` (no endpoint, no key) and ``preset.yaml``, written atomically."""
+    write_json(
+        out / CONFIG_FILE,
+        {
+            **config.to_saved_dict(),
+            "preset": preset.name,
+            "preset_version": preset.version,
+            "prompt_hash": preset.prompt_hash,
+            **extra,
+        },
+    )
+    atomic_write_text(
+        out / PRESET_FILE, yaml.safe_dump(preset.spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    )
+
+
 async def aenrich(
     records: Sequence[Record],
     preset: Preset,
@@ -451,41 +527,8 @@ async def aenrich(
         pending = [r for r in pending if r.id not in previous_failures]
 
     labels = sorted({r.label for r in records})
-    prompt_budget, checklist_budget = text_budgets(preset, config, counter)
-    checklist_texts: dict[str, str | None] = {}
-    checklist_trims: Counter[str] = Counter()
-    for label in labels:
-        source = (checklists or {}).get(label)
-        fitted = preset.fit_checklist(
-            label, source, token_counter=checklist_budget.count, max_tokens=checklist_budget.max_tokens
-        )
-        checklist_texts[label] = None if fitted is None else fitted.text
-        if fitted is not None and not fitted.fits:
-            logger.warning("t_c of %r exceeds %s even cut to one attribute", label, checklist_budget.describe())
-        if fitted is not None and fitted.changed:
-            full = preset.fit_checklist(label, source, token_counter=lambda _: 0, max_tokens=10**9)
-            binding = checklist_budget.binding(full.text) if full is not None else None
-            checklist_trims[f"t_c: {binding.describe() if binding else checklist_budget.describe()}"] += 1
-            logger.info("t_c of %r trimmed to fit (%s): %s", label, checklist_budget.describe(), fitted.changed)
-    missing = [label for label, text in checklist_texts.items() if text is None]
-    if missing:
-        logger.warning(
-            "no class checklist for %s: t_c is left empty for them. Generate them with "
-            "`clinalign checklists --generate` or add them to a custom preset.",
-            missing,
-        )
-    write_json(
-        out / CONFIG_FILE,
-        {
-            **config.to_saved_dict(),
-            "preset": preset.name,
-            "preset_version": preset.version,
-            "prompt_hash": preset.prompt_hash,
-        },
-    )
-    atomic_write_text(
-        out / PRESET_FILE, yaml.safe_dump(preset.spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-    )
+    prompt_budget, checklist_texts, checklist_trims = run_texts(preset, config, counter, labels, checklists)
+    write_run_files(out, preset, config)
 
     client = ChatClient(config, api_key, sleep=sleep or asyncio.sleep)
     run = _Run(records, preset, config, out, client, api_key, checklist_texts, prompt_budget)
