@@ -236,15 +236,9 @@ class BatchRun:
                 f"{self.preset.prompt_hash}). Use a new --out folder for a different preset."
             )
         labels = state.labels()
+        self._check_labels(labels)
         if self.preset.classes is None:
             self.preset = self.preset.with_classes(labels)
-        else:
-            unknown = [label for label in labels if label not in self.preset.classes]
-            if unknown:
-                raise ConfigError(
-                    f"labels {unknown} are not classes of preset '{self.preset.name}' ({self.preset.classes}). Filter "
-                    "the dataset, use --preset generic, or write a YAML preset that lists these classes."
-                )
         self.prompt_budget, self.checklist_texts, self.checklist_trims = run_texts(
             self.preset, self.config, self.counter, labels, self.checklists
         )
@@ -256,6 +250,16 @@ class BatchRun:
         self._drop_unfinished_parts()
         self.already_done = state.count("validated")
         return state
+
+    def _check_labels(self, labels: list[str]) -> None:
+        if self.preset.classes is None:
+            return
+        unknown = [label for label in labels if label not in self.preset.classes]
+        if unknown:
+            raise ConfigError(
+                f"labels {unknown} are not classes of preset '{self.preset.name}' ({self.preset.classes}). Filter "
+                "the dataset, use --preset generic, or write a YAML preset that lists these classes."
+            )
 
     def _ingest(self, state: BatchState, records: Iterable[Record]) -> None:
         import hashlib
@@ -281,6 +285,7 @@ class BatchRun:
             if not ingested:
                 if state.count() == 0:
                     raise DataError("no records to enrich: the dataset is empty after filtering.")
+                self._check_labels(state.labels())  # inside the transaction: refused input leaves no state
                 state.set("input_sha256", digest.hexdigest())
                 state.set("prompt_hash", self.preset.prompt_hash)
                 state.set("run_token", uuid.uuid4().hex[:12])
