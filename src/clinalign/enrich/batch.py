@@ -229,16 +229,18 @@ class BatchRun:
                 f"{self.out} holds no exported requests: run `clinalign enrich --mode export --out {self.out} ...` "
                 "first, then import the engine's output into the same folder."
             )
-        saved_hash = state.get("prompt_hash")
-        if saved_hash is not None and saved_hash != self.preset.prompt_hash:
-            raise ConfigError(
-                f"{self.out} was started with another preset or prompt (hash {saved_hash}, now "
-                f"{self.preset.prompt_hash}). Use a new --out folder for a different preset."
-            )
         labels = state.labels()
         self._check_labels(labels)
         if self.preset.classes is None:
             self.preset = self.preset.with_classes(labels)
+        saved_hash = state.get("prompt_hash")
+        if saved_hash is None:
+            state.set("prompt_hash", self.preset.prompt_hash)
+        elif saved_hash != self.preset.prompt_hash:
+            raise ConfigError(
+                f"{self.out} was started with another preset or prompt (hash {saved_hash}, now "
+                f"{self.preset.prompt_hash}). Use a new --out folder for a different preset."
+            )
         self.prompt_budget, self.checklist_texts, self.checklist_trims = run_texts(
             self.preset, self.config, self.counter, labels, self.checklists
         )
@@ -287,7 +289,6 @@ class BatchRun:
                     raise DataError("no records to enrich: the dataset is empty after filtering.")
                 self._check_labels(state.labels())  # inside the transaction: refused input leaves no state
                 state.set("input_sha256", digest.hexdigest())
-                state.set("prompt_hash", self.preset.prompt_hash)
                 state.set("run_token", uuid.uuid4().hex[:12])
         if ingested and state.get("input_sha256") != digest.hexdigest():
             raise ConfigError(
@@ -871,6 +872,24 @@ def export_requests(
         run.close()
 
 
+def load_saved_run(out_dir: str | os.PathLike[str]) -> tuple[Preset, EnrichConfig]:
+    """The preset and settings an export folder was written with (``preset.yaml``, ``enrich_config.json``)."""
+    from clinalign.enrich.presets import load_preset_file
+    from clinalign.enrich.runner import CONFIG_FILE, PRESET_FILE
+    from clinalign.utils.io import read_json
+
+    out = Path(out_dir)
+    if not (out / CONFIG_FILE).is_file() or not (out / PRESET_FILE).is_file():
+        raise DataError(
+            f"{out}: not an export folder (no {CONFIG_FILE} / {PRESET_FILE}). Pass the --out folder of "
+            "`clinalign enrich --mode export`."
+        )
+    saved = read_json(out / CONFIG_FILE)
+    known = set(EnrichConfig.model_fields)
+    config = EnrichConfig(**{k: v for k, v in saved.items() if k in known}, progress=False)
+    return load_preset_file(out / PRESET_FILE), config
+
+
 def import_output(
     output_files: Iterable[str | os.PathLike[str]],
     preset: Preset,
@@ -906,4 +925,5 @@ __all__ = [
     "enrich_batch",
     "export_requests",
     "import_output",
+    "load_saved_run",
 ]
