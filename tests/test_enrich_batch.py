@@ -275,3 +275,18 @@ def test_api_key_is_never_written(tmp_path):
     assert any(p.suffix == ".sqlite" for p in written) and len(written) >= 8
     for path in written:
         assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_request_lines_carry_exactly_the_live_request_body(tmp_path):
+    from clinalign.enrich.client import image_data_url
+    from clinalign.enrich.runner import build_request
+
+    records = make_records(tmp_path / "img", LABELS)
+    preset = get_preset("chexpert")
+    config = fast_config("http://unused")
+    files, _ = export_requests(records, preset, config, tmp_path / "exp")
+    lines = [json.loads(x) for x in files[0].read_text().splitlines()]
+    assert [x["custom_id"] for x in lines] == [custom_id_base(r.id) + "-0" for r in records]
+    for line, record in zip(lines, records, strict=True):
+        url = image_data_url(record.image, max_side=config.max_image_side, quality=config.jpeg_quality)
+        assert line["body"] == build_request(preset, record, config, url)

@@ -73,6 +73,7 @@ logger = logging.getLogger("clinalign.enrich")
 BATCH_ENDPOINT = "/v1/chat/completions"
 _TERMINAL = ("completed", "expired", "cancelled", "failed")
 _RAW_LIMIT = 4000
+_IMAGE_MARK = "<clinalign:image-data-url>"
 
 
 @dataclass
@@ -207,7 +208,7 @@ class BatchRun:
         self.prompt_budget: TokenBudget | None = None
         self.checklist_texts: dict[str, str | None] = {}
         self.checklist_trims: Counter[str] = Counter()
-        self.response_formats: dict[str, Any] = {}
+        self._templates: dict[str, str] = {}
         self.api: Any = None
         self.secret: str | None = None
         self.already_done = 0
@@ -325,16 +326,20 @@ class BatchRun:
     def _request_line(self, row: Any) -> str:
         record = record_from_json(row["record"])
         url = image_data_url(record.image, max_side=self.config.max_image_side, quality=self.config.jpeg_quality)
-        body = build_request(self.preset, record, self.config, url)
+        cid = custom_id(row["custom_id"], int(row["round"]))
+        head = json.dumps({"custom_id": cid, "method": "POST", "url": BATCH_ENDPOINT}, ensure_ascii=False)[:-1]
         if row["extra"]:
+            body = build_request(self.preset, record, self.config, url)
             body["messages"] = body["messages"] + json.loads(row["extra"])
-        line = {
-            "custom_id": custom_id(row["custom_id"], int(row["round"])),
-            "method": "POST",
-            "url": BATCH_ENDPOINT,
-            "body": body,
-        }
-        return json.dumps(line, ensure_ascii=False) + "\n"
+            return f'{head}, "body": {json.dumps(body, ensure_ascii=False)}}}\n'
+        # build_request depends on the record only through its label and image: render it once per label
+        # (schema and prompts cost ~3 ms) and put each record's image into the serialised body
+        template = self._templates.get(record.label)
+        if template is None:
+            body = build_request(self.preset, record, self.config, _IMAGE_MARK)
+            template = self._templates[record.label] = json.dumps(body, ensure_ascii=False)
+        body_text = template.replace(json.dumps(_IMAGE_MARK), json.dumps(url), 1)
+        return f'{head}, "body": {body_text}}}\n'
 
     def write_jobs(self) -> list[int]:
         """Write request files for every pending record, split at the limits; returns the new job numbers."""
