@@ -290,3 +290,19 @@ def test_request_lines_carry_exactly_the_live_request_body(tmp_path):
     for line, record in zip(lines, records, strict=True):
         url = image_data_url(record.image, max_side=config.max_image_side, quality=config.jpeg_quality)
         assert line["body"] == build_request(preset, record, config, url)
+
+
+def test_repair_live_sends_follow_ups_as_live_requests(tmp_path):
+    records = make_records(tmp_path / "img", LABELS)
+    config = fast_config("http://unused")
+    script = script_for(records, "chexpert", {0: ["violate"], 2: ["truncated", "truncated"]}, config)
+    with LoopbackServer(script) as server:
+        result = _run(records, server, tmp_path / "out", options=_fast(repair="live"))
+        assert server.batch.creates == 1  # no follow-up batch
+        live_bodies = server.requests[len(records) :]
+    assert len(live_bodies) == 3  # record 0: one repair turn; record 2: two
+    assert all("did not pass validation" in b["messages"][-1]["content"] for b in live_bodies)
+    assert result.succeeded == len(records)
+    rows = _rows(tmp_path / "out")
+    assert rows[records[0].id]["repairs"] == 1 and rows[records[2].id]["repairs"] == 2
+    assert rows[records[2].id]["usage"]["requests"] == 3
