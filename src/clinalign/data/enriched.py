@@ -112,6 +112,11 @@ def _jsonl_rows(file: Path, encoding: str = "utf-8") -> Iterator[tuple[int, dict
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
+                    if not line.endswith("\n"):  # the last line, without its newline: an interrupted write
+                        raise DataError(
+                            f"{file}, line {number}: the last line is cut off (no newline, not valid JSON); the file "
+                            "was probably written by a run that was interrupted. Complete or remove that line."
+                        ) from None
                     raise DataError(
                         f"{file}, line {number}: not valid JSON ({exc.msg}). Fix or remove that line."
                     ) from None
