@@ -306,3 +306,32 @@ def test_repair_live_sends_follow_ups_as_live_requests(tmp_path):
     rows = _rows(tmp_path / "out")
     assert rows[records[0].id]["repairs"] == 1 and rows[records[2].id]["repairs"] == 2
     assert rows[records[2].id]["usage"]["requests"] == 3
+
+
+def test_live_and_batch_modes_do_not_mix_in_one_folder(tmp_path):
+    from clinalign.errors import ConfigError
+
+    records = make_records(tmp_path / "img", LABELS[:2])
+    preset = get_preset("chexpert")
+    with LoopbackServer(valid_reply_handler(preset)) as server:
+        export_requests(records, preset, fast_config(server.url), tmp_path / "exp")
+        with pytest.raises(ConfigError, match="holds a batch/export enrichment"):
+            enrich(records, preset, fast_config(server.url), tmp_path / "exp")
+        enrich(records, preset, fast_config(server.url), tmp_path / "live")
+        with pytest.raises(ConfigError, match="holds a live enrichment"):
+            _run(records, server, tmp_path / "live")
+
+
+def test_rerun_with_other_records_is_refused(tmp_path):
+    from clinalign.errors import ConfigError
+
+    records = make_records(tmp_path / "img", LABELS)
+    preset = get_preset("chexpert")
+    config = fast_config("http://unused")
+    export_requests(records, preset, config, tmp_path / "exp")
+    with pytest.raises(ConfigError, match="differ from those"):
+        export_requests(records[:-1], preset, config, tmp_path / "exp")
+    files, counts = export_requests(records, preset, config, tmp_path / "exp")  # the same: nothing new to write
+    assert files == [] and counts == {"submitted": len(records)}
+    with pytest.raises(DataError, match="duplicate record id"):
+        export_requests(records + records[:1], preset, config, tmp_path / "dup")

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -279,12 +280,14 @@ class BatchRun:
                         "INSERT INTO records (seq, id, custom_id, label, record) VALUES (?, ?, ?, ?, ?)",
                         (seq, record.id, custom_id_base(record.id), record.label, json.dumps(record.to_dict())),
                     )
-                except Exception as exc:  # sqlite3.IntegrityError
-                    if "UNIQUE" in str(exc) and "records.id" in str(exc):
+                except sqlite3.IntegrityError:
+                    if db.execute("SELECT 1 FROM records WHERE id = ?", (record.id,)).fetchone():
                         raise DataError(
                             f"duplicate record id {record.id!r}: ids must be unique to resume runs safely."
                         ) from None
-                    raise
+                    raise DataError(
+                        f"record id {record.id!r} hashes to the custom_id of another record; rename one of them."
+                    ) from None
             if not ingested:
                 if state.count() == 0:
                     raise DataError("no records to enrich: the dataset is empty after filtering.")
@@ -499,9 +502,11 @@ class BatchRun:
                 db, row, reason, f"{detail} (gave up after {int(row['retries']) + 1} attempts)", None, Usage()
             )
 
-    def _take_expired(self, db: Any, row: Any, why: str) -> None:
+    def _take_expired(self, db: Any, row: Any, why: str, status: str | None = None) -> None:
         if int(row["expiries"]) + 1 >= self.options.max_expiries:
-            self._fail_row(db, row, "expired", f"{why} {int(row['expiries']) + 1} times", None, self._usage_of(row))
+            reason = "expired" if status in (None, "expired", "completed") else f"batch_{status}"
+            detail = f"{why} {int(row['expiries']) + 1} times"
+            self._fail_row(db, row, reason, detail, None, self._usage_of(row))
         else:
             self._again(db, row, expiries=1)
 
@@ -558,7 +563,7 @@ class BatchRun:
                     for row in db.execute(
                         "SELECT * FROM records WHERE job = ? AND status = 'submitted'", (job,)
                     ).fetchall():
-                        self._take_expired(db, row, why.rstrip(":"))
+                        self._take_expired(db, row, why.rstrip(":"), job_status)
                     db.execute("UPDATE jobs SET state = 'imported' WHERE job = ?", (job,))
             db.execute("UPDATE parts SET state = 'done', rows = ? WHERE name = ?", (rows, name))
         if rows == 0:

@@ -514,6 +514,11 @@ async def aenrich(
     started = time.perf_counter()
     records, preset = prepare(records, preset, config)
     out = Path(out_dir)
+    if (out / "batch" / "state.sqlite").is_file():
+        raise ConfigError(
+            f"{out} holds a batch/export enrichment (batch/state.sqlite): rerun it with its --mode, or use a new "
+            "--out folder for live mode."
+        )
     out.mkdir(parents=True, exist_ok=True)
     api_key = resolve_api_key(config)
     counter = token_counter or _token_counter(config)
