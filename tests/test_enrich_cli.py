@@ -282,3 +282,45 @@ def test_ctrl_c_loses_only_in_flight_then_rerun_completes(tmp_path):
     ids = [r["id"] for r in read_lines(out / "enriched.jsonl")]
     assert len(ids) == 20 and len(set(ids)) == 20
     assert f"{len(partial)} already done" in done.stdout
+
+
+def test_batch_mode_and_export_import_through_the_cli(tmp_path, capsys):
+    manifest = _manifest(tmp_path, ["melanoma", "nevus", "melanoma", "nevus"])
+    preset = get_preset("generic").with_classes(["melanoma", "nevus"])
+    batch_out, export_out = tmp_path / "batch_out", tmp_path / "export_out"
+    with LoopbackServer(valid_reply_handler(preset)) as server:
+        args = _loopback_args(manifest, server.url, batch_out, "--mode", "batch", "--poll-interval", "0")
+        code, stdout, err = run(args, capsys)
+        assert code == 0, err
+        assert "batch_000000 created (4 requests)" in err and "completed; downloading" in err
+        assert "This run: 4 enriched, 0 failed" in stdout
+        code, stdout, err = run(_loopback_args(manifest, server.url, export_out, "--mode", "export"), capsys)
+        assert code == 0, err
+        assert "Records by status: submitted: 4." in stdout
+        requests = [json.loads(x) for x in (export_out / "batch" / "requests-00000.jsonl").read_text().splitlines()]
+        handler = valid_reply_handler(preset)
+        lines = [
+            {"custom_id": r["custom_id"], "response": {"status_code": 200, "body": handler(r["body"], 0).body}}
+            for r in requests
+        ]
+    output = tmp_path / "engine.jsonl"
+    output.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    code, stdout, err = run(["enrich", "import", str(output), "--out", str(export_out)], capsys)
+    assert code == 0, err
+    assert "Records by status: validated: 4." in stdout
+    from clinalign.data.enriched import iter_enriched_rows
+
+    def texts(out: Path) -> dict[str, str]:
+        return {row["id"]: row["t_ep"] for _, _, row in iter_enriched_rows(out)}
+
+    assert texts(export_out) == texts(batch_out) and len(texts(batch_out)) == 4
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"custom_id": 3}\n')
+    code, _, err = run(["enrich", "import", str(bad), "--out", str(export_out)], capsys)
+    assert code == 2 and "bad.jsonl, line 1: not a batch output line" in err
+    code, _, err = run(["enrich", "import", str(output), "--out", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "not an export folder" in err
+    for folder in (batch_out, export_out):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path

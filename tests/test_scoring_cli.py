@@ -267,7 +267,7 @@ def test_real_set_readers(world, tmp_path):
     assert len(read_real_set(mixed, checklists=CHECKLISTS, image_root=world["root"], split="test")) == 17
     no_prompt = tmp_path / "plain.csv"
     no_prompt.write_text("image,label,id\nreal/target_0.png,target,a\n")
-    with pytest.raises(DataError, match=r"plain.csv, line 2: missing 't_ep'"):
+    with pytest.raises(DataError, match=r"plain.csv, line 2: missing 'prompt' \(or 't_ep'\)"):
         read_real_set(no_prompt, checklists=CHECKLISTS)
     missing = tmp_path / "missing.jsonl"
     missing.write_text(json.dumps({"id": "a", "image": "real/nope.png", "label": "target", "t_ep": "x"}) + "\n")

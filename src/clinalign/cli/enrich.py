@@ -30,6 +30,21 @@ class UncertainPolicy(str, Enum):
     negative = "negative"
 
 
+class EnrichMode(str, Enum):
+    """How requests are sent: one live request per record, the OpenAI Batch API, or request files only."""
+
+    live = "live"
+    batch = "batch"
+    export = "export"
+
+
+class RepairMode(str, Enum):
+    """Where batch mode sends repair turns."""
+
+    batch = "batch"
+    live = "live"
+
+
 class MaxTokensParam(str, Enum):
     """The request field that carries the completion token limit."""
 
@@ -38,7 +53,15 @@ class MaxTokensParam(str, Enum):
 
 
 # Files an enrichment run writes: a folder holding any of them is an earlier run of enrich (a rerun resumes it).
-_ENRICH_FILES = ("enriched.jsonl", "failures.jsonl", "enrich_config.json", "preset.yaml", "split.json")
+_ENRICH_FILES = (
+    "enriched.jsonl",
+    "failures.jsonl",
+    "enrich_config.json",
+    "preset.yaml",
+    "split.json",
+    "batch",
+    "enriched",
+)
 _CHECKLIST_FILES = ("checklists.json", "checklists.yaml")
 # EnrichConfig fields whose flag is spelled differently (for error messages)
 _CONFIG_FLAGS = {
@@ -67,12 +90,23 @@ ENRICH_HELP = "\n\n".join(
         "OUT/enriched.jsonl; failures go to OUT/failures.jsonl with a reason. Rerun the same command to resume: "
         "finished records are skipped and failures retried. The API key is read from $OPENAI_API_KEY "
         "(or --api-key-env).",
+        "--mode batch sends the same requests through the OpenAI Batch API (half the price, results within 24 h): "
+        "request files are split at --max-batch-requests / --max-batch-bytes, uploaded, polled and imported into "
+        "OUT/enriched/part-*.jsonl with OUT/enriched/index.json; invalid or refused replies get repair turns in a "
+        "follow-up batch (or live with --repair live). --mode export only writes the request files "
+        "(OUT/batch/requests-*.jsonl) for any engine that reads them (e.g. vLLM run_batch); "
+        "`clinalign enrich import OUTPUT.jsonl --out OUT` validates and imports its output. All state is in "
+        "OUT/batch/state.sqlite: rerun the same command at any point to continue (docs/enrichment.md).",
         "Examples:",
         "  clinalign enrich --dataset chexpert --data-root data/chexpert --csv train.csv --model gpt-4o-mini "
         "--out out/cxr",
         "  clinalign enrich --dataset generic --manifest data/manifest.csv --model medgemma "
         "--base-url http://localhost:8000/v1 --concurrency 16 --out out/gen",
         "  clinalign enrich --dataset origa --data-root data/origa --model gpt-4o --dry-run",
+        "  clinalign enrich --dataset chexpert --data-root data/chexpert --model gpt-4o-mini --mode batch "
+        "--out out/cxr",
+        "  clinalign enrich --dataset generic --manifest m.csv --model medgemma --mode export --out out/gen && "
+        "clinalign enrich import vllm_output.jsonl --out out/gen",
         "  clinalign enrich --dataset breakhis --data-root data/BreaKHis_v1 --protocol craft-paper --model gpt-4o "
         "--out out/breakhis_paper",
     ]
@@ -233,10 +267,107 @@ def _config(**values: Any):
         raise ConfigError(f"invalid enrichment options: {problems}.") from None
 
 
+def _scale_out(
+    mode: EnrichMode,
+    records: list[Any],
+    preset: Any,
+    config: Any,
+    out: Path,
+    checklists: Any,
+    repair: RepairMode,
+    max_batch_requests: int,
+    max_batch_bytes: int,
+    poll_interval: float,
+    poll_max: float,
+    wait: bool,
+) -> None:
+    """``--mode batch`` and ``--mode export``."""
+    from clinalign.enrich.batch import BatchOptions, enrich_batch, export_requests
+
+    options = BatchOptions(
+        max_requests=max_batch_requests,
+        max_bytes=max_batch_bytes,
+        poll_initial=poll_interval,
+        poll_max=poll_max,
+        wait=wait,
+        repair=repair.value,
+    )
+    if mode is EnrichMode.export:
+        files, counts = export_requests(records, preset, config, out, options=options, checklists=checklists)
+        shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        typer.echo(f"Records by status: {shown}.")
+        if files:
+            typer.echo(f"Wrote {len(files)} request file(s): " + ", ".join(str(f) for f in files) + ".")
+            typer.echo(
+                "Run them with any engine that reads OpenAI batch JSONL (e.g. `python -m vllm.entrypoints.openai."
+                "run_batch -i FILE -o OUTPUT.jsonl --model ...`), then "
+                f"`clinalign enrich import OUTPUT.jsonl --out {out}`."
+            )
+        else:
+            typer.echo("No request to write: every record is validated, failed, or awaiting import.")
+        return
+    try:
+        result = enrich_batch(
+            records,
+            preset,
+            config,
+            out,
+            options=options,
+            checklists=checklists,
+            report=lambda m: typer.echo(m, err=True),
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"Interrupted: the batch state is saved in {out}; rerun the same command to continue.", err=True)
+        sys.exit(130)
+    typer.echo(result.summary_table())
+    waiting = result.total - sum(row["done"] + row["failed"] for row in result.per_label.values())
+    if waiting:
+        typer.echo(f"{waiting} records are in batches still running: rerun the same command to collect them.")
+    typer.echo(f"Enriched rows: {out / 'enriched' / 'index.json'} (part files read as one set).")
+
+
+def _import_command(
+    action: list[str], out: Path | None, dataset: str | None, model: str | None, overwrite: bool
+) -> None:
+    """``clinalign enrich import OUTPUT.jsonl... --out DIR``."""
+    from clinalign.cli._output import claim
+    from clinalign.enrich.batch import import_output, load_saved_run
+
+    if action[0] != "import":
+        raise ConfigError(
+            f"unknown enrich action {action[0]!r}: the only one is `clinalign enrich import FILE --out DIR`."
+        )
+    if len(action) < 2 or out is None:
+        raise ConfigError("usage: clinalign enrich import OUTPUT.jsonl [MORE.jsonl ...] --out EXPORT_FOLDER.")
+    for flag, value in (("--dataset", dataset), ("--model", model)):
+        if value is not None:
+            raise ConfigError(f"{flag} does not apply to `enrich import`: the export folder's settings are used.")
+    if overwrite:
+        raise ConfigError("--overwrite does not apply to `enrich import` (it would delete the exported state).")
+    claim(out, command="enrich", resume=True)
+    preset, config = load_saved_run(out)
+    result, counts = import_output([Path(a) for a in action[1:]], preset, config, out)
+    typer.echo(result.summary_table())
+    shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    typer.echo(f"Records by status: {shown}.")
+    if counts.get("pending"):
+        typer.echo(
+            f"{counts['pending']} records need a repair turn or a retry: rerun the export command to write the "
+            "follow-up request file, run it, and import its output."
+        )
+    if counts.get("submitted"):
+        typer.echo(f"{counts['submitted']} exported requests have no reply yet: import the rest of the output.")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("enrich", help=ENRICH_HELP)
     def enrich_command(
-        dataset: str = typer.Option(..., help="chexpert, fitzpatrick17k, breakhis, origa or generic."),
+        action: list[str] | None = typer.Argument(
+            None,
+            metavar="[import OUTPUT.jsonl...]",
+            help="`import FILE...`: import an engine's batch output into --out.",
+        ),
+        dataset: str | None = typer.Option(None, help="chexpert, fitzpatrick17k, breakhis, origa or generic."),
         data_root: Path | None = typer.Option(None, help="The dataset folder (as downloaded)."),
         csv: Path | None = typer.Option(None, help="The dataset CSV (chexpert, fitzpatrick17k, origa)."),
         manifest: Path | None = typer.Option(None, help="CSV/JSONL with image,label[,split,patient_id] (generic)."),
@@ -299,6 +430,16 @@ def register(app: typer.Typer) -> None:
         critic_tokenizer: list[str] | None = typer.Option(
             None, "--critic-tokenizer", help="Tokenizer of a critic/evaluator reading t_ep and t_c (repeatable)."
         ),
+        # --- enrichment at scale (docs/enrichment.md, "Batch, export and import")
+        mode: EnrichMode = typer.Option(
+            EnrichMode.live, help="live: one request per record; batch: OpenAI Batch API; export: request files only."
+        ),
+        repair: RepairMode = typer.Option(RepairMode.batch, help="Batch mode: send repair turns as a batch or live."),
+        max_batch_requests: int = typer.Option(50_000, help="Requests per batch / request file (OpenAI: 50,000)."),
+        max_batch_bytes: int = typer.Option(200 * 1024 * 1024, help="Bytes per request file (OpenAI: 200 MB)."),
+        poll_interval: float = typer.Option(10.0, help="Batch mode: first wait between status checks (s), doubling."),
+        poll_max: float = typer.Option(300.0, help="Batch mode: longest wait between status checks (s)."),
+        wait: bool = typer.Option(True, help="Batch mode: poll until done (--no-wait: submit, save ids and exit)."),
     ) -> None:
         from clinalign.cli._output import claim, pixel_limit
         from clinalign.enrich import dry_run as make_dry_run
@@ -308,6 +449,11 @@ def register(app: typer.Typer) -> None:
         from clinalign.utils.outdir import check_output_path, existing_entries
 
         _setup_logging(verbose)
+        if action:
+            _import_command(action, out, dataset, model, overwrite)
+            return
+        if dataset is None:
+            raise ConfigError("--dataset is required (chexpert, fitzpatrick17k, breakhis, origa or generic).")
         if not dry_run and (model is None or out is None):
             raise ConfigError("--model and --out are required (or pass --dry-run to only inspect the request).")
         if out is not None:
@@ -369,6 +515,22 @@ def register(app: typer.Typer) -> None:
         claim(out, command="enrich", overwrite=overwrite, resume=own)
         if split_manifest is not None:  # before the run: an interrupted run keeps its split too
             split_manifest.write(out)  # type: ignore[arg-type]
+        if mode is not EnrichMode.live:
+            _scale_out(
+                mode,
+                records,
+                chosen,
+                config,
+                out,
+                extra,
+                repair,
+                max_batch_requests,
+                max_batch_bytes,
+                poll_interval,
+                poll_max,
+                wait,
+            )
+            return
         try:
             result = enrich(records, chosen, config, out, checklists=extra)  # type: ignore[arg-type]
         except KeyboardInterrupt:

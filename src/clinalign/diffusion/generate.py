@@ -44,27 +44,18 @@ class PromptRow:
 def read_prompts(path: str | os.PathLike[str]) -> list[PromptRow]:
     """Prompts from a ``.txt`` (one per non-empty line) or a ``.jsonl`` (``prompt`` or ``t_ep``, optional
     ``label``, ``id``, ``checklist``/``t_c``; e.g. the output of ``clinalign enrich``)."""
-    from clinalign.utils.jsonl import decode_text, read_jsonl_strict
+    from clinalign.data.enriched import read_enriched
+    from clinalign.utils.jsonl import decode_text
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: prompts file not found. Check the path.")
     suffix = path.suffix.lower()
     rows: list[PromptRow] = []
-    if suffix in (".jsonl", ".ndjson"):
-        for number, row in enumerate(read_jsonl_strict(path), start=1):
-            prompt = row.get("prompt") or row.get("t_ep")
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise DataError(f"{path}, row {number}: missing 'prompt' (or 't_ep'); every row needs prompt text.")
-            checklist = row.get("checklist") or row.get("t_c")
-            rows.append(
-                PromptRow(
-                    prompt=prompt,
-                    label=None if row.get("label") is None else str(row["label"]),
-                    ref_id=None if row.get("id") is None else str(row["id"]),
-                    checklist=checklist if isinstance(checklist, str) else None,
-                )
-            )
+    if suffix in (".jsonl", ".ndjson") or path.is_dir() or path.name == "index.json":
+        # the one enriched-row reader: a JSONL file or an enrich output folder (enriched.jsonl or part files)
+        for row in read_enriched(path, require="every row needs the prompt text to generate from"):
+            rows.append(PromptRow(prompt=row.prompt, label=row.label, ref_id=row.id, checklist=row.checklist))  # type: ignore[arg-type]
     elif suffix == ".txt":
         rows = [
             PromptRow(prompt=line.strip())

@@ -12,6 +12,7 @@ Example::
     print(result.summary_table())
 """
 
+from clinalign.enrich.batch import BatchOptions, enrich_batch, export_requests, import_output
 from clinalign.enrich.checklists import ChecklistResult, builtin_checklists, generate_checklists
 from clinalign.enrich.client import ChatClient, EndpointError, RequestFailed, ask_validated
 from clinalign.enrich.config import EnrichConfig
@@ -39,6 +40,7 @@ from clinalign.enrich.runner import (
 __all__ = [
     "ENRICHED_FILE",
     "FAILURES_FILE",
+    "BatchOptions",
     "ChatClient",
     "ChecklistResult",
     "EndpointError",
@@ -58,9 +60,12 @@ __all__ = [
     "cost_line",
     "dry_run",
     "enrich",
+    "enrich_batch",
+    "export_requests",
     "extract_json",
     "generate_checklists",
     "get_preset",
+    "import_output",
     "load_preset_file",
     "register_preset",
 ]

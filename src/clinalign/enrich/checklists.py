@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -185,23 +184,7 @@ def generate_checklists(
 
 
 def load_checklists_file(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
-    """Read checklists written by ``clinalign checklists`` (JSON) or a ``checklists:`` YAML block."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: checklists file not found. Check the path.")
-    try:
-        data = (
-            json.loads(path.read_text("utf-8")) if path.suffix == ".json" else yaml.safe_load(path.read_text("utf-8"))
-        )
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot parse checklists ({exc}).") from exc
-    block = data.get("checklists") if isinstance(data, dict) else None
-    if not isinstance(block, dict):
-        raise ConfigError(f"{path}: expected a top-level 'checklists' mapping of class -> attributes.")
-    out: dict[str, dict[str, str]] = {}
-    for label, entry in block.items():
-        attributes = entry.get("attributes", entry) if isinstance(entry, dict) else None
-        if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
-            raise ConfigError(f"{path}: checklist of {label!r} must map attribute names to text.")
-        out[str(label)] = {str(k): v for k, v in attributes.items()}
-    return out
+    """Class -> attributes from a checklists file: :func:`clinalign.data.enriched.checklist_attributes`."""
+    from clinalign.data.enriched import checklist_attributes
+
+    return checklist_attributes(Path(path))

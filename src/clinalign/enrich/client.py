@@ -346,6 +346,66 @@ REPAIR_PROMPT = (
 )
 
 
+class InvalidReply(Exception):
+    """A reply that a repair turn may fix: ``reason`` is ``invalid_json`` or ``schema_validation``."""
+
+    def __init__(self, reason: str, problems: str) -> None:
+        super().__init__(f"{reason}: {problems}")
+        self.reason = reason
+        self.problems = problems
+
+
+def reply_from_body(body: dict[str, Any]) -> Reply:
+    """A :class:`Reply` from a chat-completion response body (a batch output line's ``response.body``).
+
+    Parsed with the SDK's own ``ChatCompletion`` model, then reduced exactly as a live response is.
+    """
+    from openai.types.chat import ChatCompletion
+
+    try:
+        completion = ChatCompletion.model_validate(body)
+    except ValidationError as exc:
+        raise ValueError(f"not a chat completion:\n{_validation_problems(exc)}") from None
+    return ChatClient._reply(completion)
+
+
+def judge_reply(reply: Reply, validate: Callable[[dict[str, Any]], BaseModel], *, max_tokens: int) -> BaseModel:
+    """Validate one reply: the single check live and batch enrichment share.
+
+    Returns the validated model instance. Raises :class:`RequestFailed` for replies no repair turn can fix
+    (``refusal``, ``truncated``, ``content_filter``, ``empty_reply``) and :class:`InvalidReply` for replies
+    a repair turn may fix (``invalid_json``, ``schema_validation``; ``problems`` is what the turn shows).
+    """
+    usage = reply.usage
+    if reply.refusal:
+        raise RequestFailed("refusal", f"the model refused: {reply.refusal[:300]}", reply.refusal, usage)
+    if reply.finish_reason == "length":
+        raise RequestFailed(
+            "truncated", f"the reply hit the token limit ({max_tokens}); raise --max-tokens", reply.text, usage
+        )
+    if reply.finish_reason == "content_filter":
+        raise RequestFailed("content_filter", "the endpoint's content filter stopped the reply", reply.text, usage)
+    if reply.finish_reason == "empty":
+        raise RequestFailed("empty_reply", "the endpoint returned no choices", reply.text, usage)
+    try:
+        data = extract_json(reply.text)
+        return validate(data)
+    except JSONExtractError as exc:
+        if looks_like_refusal(reply.text):
+            raise RequestFailed("refusal", f"the model refused: {reply.text[:300]}", reply.text, usage) from None
+        raise InvalidReply("invalid_json", f"- {exc}") from None
+    except ValidationError as exc:
+        raise InvalidReply("schema_validation", _validation_problems(exc)) from None
+
+
+def repair_messages(reply_text: str, problems: str) -> list[dict[str, Any]]:
+    """The two turns a repair adds: the model's invalid reply and the request to fix the listed problems."""
+    return [
+        {"role": "assistant", "content": reply_text},
+        {"role": "user", "content": REPAIR_PROMPT.format(problems=problems)},
+    ]
+
+
 async def ask_validated(
     client: ChatClient,
     messages: list[dict[str, Any]],
@@ -359,6 +419,7 @@ async def ask_validated(
     A refusal, a truncated reply and a filtered reply end the attempt at once with their own reason
     (``refusal``, ``truncated``, ``content_filter``); they are not retried. Replies that are not JSON
     (``invalid_json``) or break the schema (``schema_validation``) get repair turns, then fail.
+    Each reply is checked by :func:`judge_reply`, the check batch enrichment uses too.
     """
     messages = list(messages)
     usage = Usage()
@@ -370,34 +431,15 @@ async def ask_validated(
             exc.usage.add(usage)
             raise
         usage.add(reply.usage)
-        if reply.refusal:
-            raise RequestFailed("refusal", f"the model refused: {reply.refusal[:300]}", reply.refusal, usage)
-        if reply.finish_reason == "length":
-            raise RequestFailed(
-                "truncated",
-                f"the reply hit the token limit ({client.config.max_tokens}); raise --max-tokens",
-                reply.text,
-                usage,
-            )
-        if reply.finish_reason == "content_filter":
-            raise RequestFailed("content_filter", "the endpoint's content filter stopped the reply", reply.text, usage)
-        if reply.finish_reason == "empty":
-            raise RequestFailed("empty_reply", "the endpoint returned no choices", reply.text, usage)
+        reply.usage = usage
         try:
-            data = extract_json(reply.text)
-            return ValidatedAnswer(output=validate(data), raw=reply.text, usage=usage, repairs=repairs)
-        except JSONExtractError as exc:
-            if looks_like_refusal(reply.text):
-                raise RequestFailed("refusal", f"the model refused: {reply.text[:300]}", reply.text, usage) from None
-            reason, problems = "invalid_json", f"- {exc}"
-        except ValidationError as exc:
-            reason, problems = "schema_validation", _validation_problems(exc)
+            output = judge_reply(reply, validate, max_tokens=client.config.max_tokens)
+            return ValidatedAnswer(output=output, raw=reply.text, usage=usage, repairs=repairs)
+        except InvalidReply as exc:
+            reason, problems = exc.reason, exc.problems
         if repairs >= max_repairs:
             detail = f"still invalid after {repairs} repair turn(s):\n{problems}"
             raise RequestFailed(reason, detail, reply.text, usage)
         repairs += 1
         logger.info("repair turn %d after %s:\n%s", repairs, reason, problems)
-        messages += [
-            {"role": "assistant", "content": reply.text},
-            {"role": "user", "content": REPAIR_PROMPT.format(problems=problems)},
-        ]
+        messages += repair_messages(reply.text, problems)

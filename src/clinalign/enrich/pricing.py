@@ -13,6 +13,8 @@ KNOWN_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1": (2.00, 8.00),
 }
+# The Batch API's price as a fraction of the live price (OpenAI: 50% for every model listed above).
+BATCH_DISCOUNT = 0.5
 
 
 @dataclass
@@ -46,8 +48,19 @@ def lookup_price(model: str) -> tuple[float, float] | None:
     return KNOWN_PRICES[max(matches, key=len)] if matches else None
 
 
-def cost_line(usage: Usage, model: str, price_in: float | None = None, price_out: float | None = None) -> str:
-    """One line: token totals and the estimated cost (or how to get one)."""
+def cost_line(
+    usage: Usage,
+    model: str,
+    price_in: float | None = None,
+    price_out: float | None = None,
+    *,
+    batch: bool = False,
+) -> str:
+    """One line: token totals and the estimated cost (or how to get one).
+
+    With ``batch`` the Batch API price applies: ``BATCH_DISCOUNT`` times the list price, or the given prices
+    as they are (pass the batch prices themselves with --price-input/--price-output).
+    """
     tokens = (
         f"{usage.requests:,} requests, {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion tokens"
     )
@@ -61,6 +74,9 @@ def cost_line(usage: Usage, model: str, price_in: float | None = None, price_out
                 "(pass --price-input and --price-output in USD per 1M tokens; local endpoints cost nothing)."
             )
         prices, source = found, f"list price of {model}"
+        if batch:
+            prices = (found[0] * BATCH_DISCOUNT, found[1] * BATCH_DISCOUNT)
+            source = f"batch price of {model}: {BATCH_DISCOUNT:.0%} of the list price"
     cost = usage.prompt_tokens / 1e6 * prices[0] + usage.completion_tokens / 1e6 * prices[1]
     return (
         f"Usage: {tokens}; estimated cost: ${cost:.4f} "

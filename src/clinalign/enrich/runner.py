@@ -186,6 +186,33 @@ def enriched_row(
     }
 
 
+def finished_row(
+    record: Record,
+    preset: Preset,
+    output: Any,
+    prompt_budget: TokenBudget,
+    checklist_texts: Mapping[str, str | None],
+    *,
+    model: str,
+    usage: Usage,
+    repairs: int,
+) -> tuple[dict[str, Any], str | None]:
+    """The enriched row of a validated reply (live and batch share it), and the trim it needed (or None)."""
+    fields = output.model_dump(mode="json")
+    t_ep, trimmed_by = fit_prompt(preset, fields, record.label, prompt_budget)
+    row = enriched_row(
+        record,
+        preset,
+        fields,
+        t_ep,
+        checklist_texts.get(record.label),
+        model=model,
+        usage=usage.to_dict(),
+        repairs=repairs,
+    )
+    return row, None if trimmed_by is None else f"t_ep: {trimmed_by.describe()}"
+
+
 def build_messages(preset: Preset, record: Record, image_url: str) -> list[dict[str, Any]]:
     """System prompt (label as hard constraint) + user turn with the instruction and the image."""
     return [
@@ -361,20 +388,18 @@ class _Run:
             return
         self.usage.add(answer.usage)
         self.repairs += answer.repairs
-        fields = answer.output.model_dump(mode="json")
-        t_ep, trimmed_by = fit_prompt(self.preset, fields, record.label, self.prompt_budget)
-        if trimmed_by is not None:
-            self.trimmed[f"t_ep: {trimmed_by.describe()}"] += 1
-        row = enriched_row(
+        row, trimmed = finished_row(
             record,
             self.preset,
-            fields,
-            t_ep,
-            self.checklist_texts.get(record.label),
+            answer.output,
+            self.prompt_budget,
+            self.checklist_texts,
             model=config.model,
-            usage=answer.usage.to_dict(),
+            usage=answer.usage,
             repairs=answer.repairs,
         )
+        if trimmed is not None:
+            self.trimmed[trimmed] += 1
         await self._append(ENRICHED_FILE, row)
         self.succeeded += 1
 
@@ -424,33 +449,14 @@ def _done_ids(out_dir: Path, preset: Preset) -> set[str]:
     return {str(r["id"]) for r in rows if "id" in r}
 
 
-async def aenrich(
-    records: Sequence[Record],
+def run_texts(
     preset: Preset,
     config: EnrichConfig,
-    out_dir: str | os.PathLike[str],
-    *,
-    checklists: Mapping[str, Mapping[str, str]] | None = None,
-    token_counter: TokenCounter | None = None,
-    sleep: Callable[[float], Awaitable[Any]] | None = None,
-) -> EnrichResult:
-    """Async form of :func:`enrich` (use it inside a running event loop)."""
-    started = time.perf_counter()
-    records, preset = prepare(records, preset, config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    api_key = resolve_api_key(config)
-    counter = token_counter or _token_counter(config)
-
-    done = _done_ids(out, preset)
-    previous_failures = _compact_failures(out, done)
-    given = {r.id for r in records}
-    already_done = len(given & done)
-    pending = [r for r in records if r.id not in done]
-    if not config.retry_failures:
-        pending = [r for r in pending if r.id not in previous_failures]
-
-    labels = sorted({r.label for r in records})
+    counter: TokenCounter,
+    labels: Sequence[str],
+    checklists: Mapping[str, Mapping[str, str]] | None,
+) -> tuple[TokenBudget, dict[str, str | None], Counter[str]]:
+    """The t_ep budget, each label's fitted checklist t_c and the checklist trims (live and batch share it)."""
     prompt_budget, checklist_budget = text_budgets(preset, config, counter)
     checklist_texts: dict[str, str | None] = {}
     checklist_trims: Counter[str] = Counter()
@@ -474,6 +480,11 @@ async def aenrich(
             "`clinalign checklists --generate` or add them to a custom preset.",
             missing,
         )
+    return prompt_budget, checklist_texts, checklist_trims
+
+
+def write_run_files(out: Path, preset: Preset, config: EnrichConfig, **extra: Any) -> None:
+    """``enrich_config.json`` (no endpoint, no key) and ``preset.yaml``, written atomically."""
     write_json(
         out / CONFIG_FILE,
         {
@@ -481,11 +492,48 @@ async def aenrich(
             "preset": preset.name,
             "preset_version": preset.version,
             "prompt_hash": preset.prompt_hash,
+            **extra,
         },
     )
     atomic_write_text(
         out / PRESET_FILE, yaml.safe_dump(preset.spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     )
+
+
+async def aenrich(
+    records: Sequence[Record],
+    preset: Preset,
+    config: EnrichConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    checklists: Mapping[str, Mapping[str, str]] | None = None,
+    token_counter: TokenCounter | None = None,
+    sleep: Callable[[float], Awaitable[Any]] | None = None,
+) -> EnrichResult:
+    """Async form of :func:`enrich` (use it inside a running event loop)."""
+    started = time.perf_counter()
+    records, preset = prepare(records, preset, config)
+    out = Path(out_dir)
+    if (out / "batch" / "state.sqlite").is_file():
+        raise ConfigError(
+            f"{out} holds a batch/export enrichment (batch/state.sqlite): rerun it with its --mode, or use a new "
+            "--out folder for live mode."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    api_key = resolve_api_key(config)
+    counter = token_counter or _token_counter(config)
+
+    done = _done_ids(out, preset)
+    previous_failures = _compact_failures(out, done)
+    given = {r.id for r in records}
+    already_done = len(given & done)
+    pending = [r for r in records if r.id not in done]
+    if not config.retry_failures:
+        pending = [r for r in pending if r.id not in previous_failures]
+
+    labels = sorted({r.label for r in records})
+    prompt_budget, checklist_texts, checklist_trims = run_texts(preset, config, counter, labels, checklists)
+    write_run_files(out, preset, config)
 
     client = ChatClient(config, api_key, sleep=sleep or asyncio.sleep)
     run = _Run(records, preset, config, out, client, api_key, checklist_texts, prompt_budget)

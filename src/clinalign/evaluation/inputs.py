@@ -119,6 +119,7 @@ def read_real_images(
     Relative image paths resolve against ``image_root`` (default: the manifest's folder, falling back to
     the working directory as ``score-cas`` does). Rows are filtered to ``split`` when given.
     """
+    from clinalign.data.enriched import prompt_of
     from clinalign.data.manifest import manifest_rows
 
     path = Path(path)
@@ -141,7 +142,7 @@ def read_real_images(
         label = str(row.get("label") or "").strip()
         if require_labels and not label:
             raise DataError(f"{where}: missing 'label'; this check groups images by class.")
-        prompt = row.get("t_ep") or row.get("prompt")
+        prompt = prompt_of(row, where)
         out.paths.append(image)
         out.labels.append(label)
         out.ids.append(str(row.get("id") or image_field))

@@ -30,7 +30,7 @@ from clinalign.evaluation.common import CheckResult, figure, save_figure, write_
 from clinalign.evaluation.functional import bradley_terry_ci, top1_rates
 from clinalign.evaluation.inputs import MethodImages, read_methods
 from clinalign.evaluation.preference import shared_cases
-from clinalign.utils.io import append_jsonl, read_json, read_jsonl
+from clinalign.utils.io import append_jsonl, read_jsonl
 
 AUDIT_LOG = "judge_audit.jsonl"
 RANK_LOG = "judge_rank.jsonl"
@@ -73,41 +73,10 @@ class JudgeConfig(BaseModel):
 
 
 def read_checklist_attributes(path: str | Path) -> dict[str, dict[str, str]]:
-    """Class -> {attribute: expected finding}, from a `clinalign checklists` JSON/YAML or a plain mapping
-    (``"Attribute: value; ..."`` strings are split on ``;``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checklists file not found. Check --checklists.")
-    if path.suffix.lower() == ".json":
-        data = read_json(path)
-    else:
-        import yaml
+    """Class -> {attribute: expected finding}: :func:`clinalign.data.enriched.checklist_attributes`."""
+    from clinalign.data.enriched import checklist_attributes
 
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: not valid YAML ({exc}).") from exc
-    if isinstance(data, dict) and isinstance(data.get("checklists"), dict):
-        data = data["checklists"]
-    if not isinstance(data, dict) or not data:
-        raise DataError(f"{path}: expected a mapping of class name -> checklist.")
-    out: dict[str, dict[str, str]] = {}
-    for label, value in data.items():
-        if isinstance(value, dict) and isinstance(value.get("attributes"), dict):
-            attributes = {str(k): str(v) for k, v in value["attributes"].items()}
-        elif isinstance(value, dict):
-            attributes = {str(k): str(v) for k, v in value.items() if k not in ("t_c", "source")}
-        elif isinstance(value, str):
-            attributes = {}
-            for i, part in enumerate(p.strip() for p in value.split(";") if p.strip()):
-                name, sep, finding = part.partition(":")
-                attributes[name.strip() if sep else f"item {i + 1}"] = finding.strip() if sep else part
-        else:
-            raise DataError(f"{path}: the checklist of class '{label}' must be a mapping or a string.")
-        if not attributes:
-            raise DataError(f"{path}: the checklist of class '{label}' has no attributes.")
-        out[str(label)] = attributes
-    return out
+    return checklist_attributes(Path(path))
 
 
 # ---------------------------------------------------------------------- reply schemas

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clinalign.data.enriched import checklist_of, require_prompt
 from clinalign.data.manifest import manifest_rows
-from clinalign.data.tables import read_text
 from clinalign.errors import DataError
 from clinalign.utils.io import read_json
 from clinalign.utils.jsonl import read_jsonl_numbered
@@ -21,8 +21,6 @@ from clinalign.utils.jsonl import read_jsonl_numbered
 GENERATED_MANIFEST_NAME = "manifest.jsonl"
 GENERATE_CONFIG_NAME = "generate_config.json"
 META_NAME = "clinalign_meta.json"
-_PROMPT_KEYS = ("prompt", "t_ep")
-_CHECKLIST_KEYS = ("checklist", "t_c")
 
 
 class EvaluationLeakageWarning(UserWarning):
@@ -69,60 +67,14 @@ class ImageSet:
 
 
 def read_checklists(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Class name -> checklist text (t_c), from JSON or YAML.
+    """Class name -> checklist text (t_c), from JSON or YAML: :func:`clinalign.data.enriched.checklist_texts`."""
+    from clinalign.data.enriched import checklist_texts
 
-    Values may be strings, or mappings/lists of attribute lines (joined into one text as
-    ``"Attribute: value; ..."``). The files ``clinalign checklists`` writes work as they are: the
-    ``checklists.json`` entries' ``t_c`` is used, and ``checklists.yaml`` attribute blocks are joined.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checklists file not found. Check --checklists.")
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        data = read_json(path)
-    elif suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(read_text(path))
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: not valid YAML ({exc}).") from exc
-    else:
-        raise DataError(f"{path}: unsupported checklists file '{suffix}'. Use .json or .yaml (class name -> text).")
-    if isinstance(data, dict) and isinstance(data.get("checklists"), dict):
-        data = data["checklists"]
-    if not isinstance(data, dict) or not data:
-        raise DataError(f"{path}: expected a mapping of class name -> checklist text, got {type(data).__name__}.")
-    out: dict[str, str] = {}
-    for label, value in data.items():
-        if isinstance(value, dict) and isinstance(value.get("t_c"), str):
-            # `clinalign checklists` JSON: {"attributes": {...}, "t_c": "...", "source": ...}
-            text = value["t_c"]
-        elif isinstance(value, dict) and isinstance(value.get("attributes"), dict):
-            text = "; ".join(f"{k}: {v}" for k, v in value["attributes"].items())
-        elif isinstance(value, dict):
-            text = "; ".join(f"{k}: {v}" for k, v in value.items())
-        elif isinstance(value, list):
-            text = "; ".join(str(v) for v in value)
-        else:
-            text = "" if value is None else str(value)
-        if not text.strip():
-            raise DataError(f"{path}: the checklist for class '{label}' is empty.")
-        out[str(label)] = text
-    return out
-
-
-def _text(row: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        value = row.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-    return None
+    return checklist_texts(Path(path))
 
 
 def _checklist_for(row: dict[str, Any], label: str, checklists: dict[str, str] | None, where: str, path: Path) -> str:
-    text = _text(row, _CHECKLIST_KEYS)
+    text = checklist_of(row, where)
     if text is not None:
         return text
     if checklists is not None and label in checklists:
@@ -238,9 +190,7 @@ def read_generated_set(
             image = manifest.parent / image
         if check_images and not image.is_file():
             raise DataError(f"{where}: image '{file}' not found (looked for {image}). Regenerate it or drop the row.")
-        prompt = _text(row, _PROMPT_KEYS)
-        if prompt is None:
-            raise DataError(f"{where}: missing 'prompt' (the enriched prompt t_ep the image was generated from).")
+        prompt = require_prompt(row, where, "the enriched prompt t_ep the image was generated from")
         label = _row_label(row, where, known_labels, "; CAS needs the class each image was generated for")
         out.paths.append(image)
         out.prompts.append(prompt)
@@ -327,12 +277,7 @@ def read_real_set(
         if check_images and not image.is_file():
             raise DataError(f"{where}: image '{image_field}' not found (looked for {image}).")
         label = _row_label(row, where, known_labels, "")
-        prompt = _text(row, _PROMPT_KEYS)
-        if prompt is None:
-            raise DataError(
-                f"{where}: missing 't_ep' (or 'prompt'): the real set needs each image's enriched prompt. Use the "
-                "enriched JSONL written by `clinalign enrich`, or add a t_ep column."
-            )
+        prompt = require_prompt(row, where, "the real set needs each image's enriched prompt")
         record_id = str(row.get("id") or image_field)
         if record_id in seen:
             raise DataError(f"{where}: duplicate id '{record_id}' (first at line {seen[record_id]}).")

@@ -35,47 +35,10 @@ class TrainExample:
 
 
 def load_checklists(source: str | os.PathLike[str] | Mapping[str, Any] | None) -> dict[str, str]:
-    """Class -> checklist text, from a JSON/YAML file or a mapping.
+    """Class -> checklist text, from a JSON/YAML file or a mapping: :func:`clinalign.data.enriched.checklist_texts`."""
+    from clinalign.data.enriched import checklist_texts
 
-    Accepts ``clinalign checklists`` output (``{"checklists": {class: {"attributes": ..., "t_c": ...}}}``,
-    where ``t_c`` is used), a preset-style ``checklists:`` YAML block, or a plain mapping. Values may be
-    strings or attribute mappings (``{"Location": "...", ...}``), joined as ``"Location: ...; Color: ..."``.
-    """
-    if source is None:
-        return {}
-    if isinstance(source, Mapping):
-        data: Any = source
-        where = "checklists"
-    else:
-        import json
-
-        import yaml
-
-        path = Path(source)
-        where = str(path)
-        if not path.is_file():
-            raise DataError(f"{path}: checklists file not found. Check the path (`checklists` in the config).")
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise DataError(f"{path}: cannot parse the checklists ({exc}).") from exc
-    if not isinstance(data, Mapping):
-        raise DataError(f"{where}: checklists must map class name -> checklist, got {type(data).__name__}.")
-    if "checklists" in data and isinstance(data["checklists"], Mapping):
-        data = data["checklists"]
-    out: dict[str, str] = {}
-    for name, value in data.items():
-        if isinstance(value, str):
-            out[str(name)] = value
-        elif isinstance(value, Mapping) and isinstance(value.get("t_c"), str):
-            out[str(name)] = value["t_c"]  # `clinalign checklists` JSON: the rendered checklist text
-        elif isinstance(value, Mapping):
-            attributes = value.get("attributes", value)
-            out[str(name)] = "; ".join(f"{k}: {v}" for k, v in attributes.items())
-        else:
-            raise DataError(f"{where}: checklist for class '{name}' must be text or a mapping, got {value!r}.")
-    return out
+    return checklist_texts(source)
 
 
 def _first(row: Mapping[str, Any], *keys: str) -> Any:
@@ -102,18 +65,19 @@ def load_examples(
     ``checklists`` entry for the label), optional ``id``. With ``split``, only rows of that split are
     kept (see :func:`clinalign.data.subsets.rows_of_split`).
     """
-    from clinalign.utils.jsonl import read_jsonl_strict
+    from clinalign.data.enriched import checklist_of, iter_enriched_rows, prompt_of
 
     root: Path | None = None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path}: {what} file not found. Check the path.")
-        root = path.parent
+        root = path.parent if path.is_file() else None
         suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".ndjson"):
-            # an input file: a torn or malformed last line is an error naming it, never a silently lost row
-            rows: list[Mapping[str, Any]] = read_jsonl_strict(path)
+        if suffix in (".jsonl", ".ndjson") or path.is_dir():
+            # the one enriched-row reader (a file, or an enrich output folder with its part files); a torn or
+            # malformed line is an error naming it, never a silently lost row
+            rows: list[Mapping[str, Any]] = [row for _, _, row in iter_enriched_rows(path)]
         elif suffix in (".csv", ".tsv"):
             import csv
 
@@ -158,11 +122,11 @@ def load_examples(
             if not image_path.is_file():
                 raise DataError(f"{where}, row {number}: image '{image}' not found (looked for {image_path}).")
             image = image_path
-        prompt = _first(row, "prompt", "t_ep")
+        prompt = prompt_of(row, f"{where}, row {number}")
         if prompt is None:
             prompt = prompt_template.format(label=label)
             templated += 1
-        checklist = _first(row, "checklist", "t_c")
+        checklist = checklist_of(row, f"{where}, row {number}")
         if checklist is None:
             checklist = checklists.get(str(label))
         if checklist is None:
