@@ -268,9 +268,7 @@ def _score_streamed(
     with tqdm(total=len(image_set), desc=desc, unit="img", disable=not progress or not ranks.is_main) as bar:
         for start, chunk in image_set.chunks(size):
             embeddings = _cached_embeddings(scorer, chunk.paths, store, progress=False, desc=desc, ranks=ranks)
-            parts.append(
-                _score_set(scorer, chunk, embeddings, use_sfs=use_sfs, extra=extra, ranks=ranks, offset=start)
-            )
+            parts.append(_score_set(scorer, chunk, embeddings, use_sfs=use_sfs, extra=extra, ranks=ranks, offset=start))
             bar.update(len(chunk))
     return parts[0] if len(parts) == 1 else CASScores.concat(parts)
 

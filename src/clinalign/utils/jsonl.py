@@ -71,7 +71,9 @@ def read_jsonl_numbered(path: str | os.PathLike[str], *, encoding: str = "utf-8"
     return rows
 
 
-def iter_jsonl_numbered(path: str | os.PathLike[str], *, encoding: str = "utf-8") -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl_numbered(
+    path: str | os.PathLike[str], *, encoding: str = "utf-8"
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Like :func:`read_jsonl_numbered`, one line at a time: memory does not grow with the file.
 
     Lines are split on ``\\n`` only (a ``\\r`` before it is dropped); a malformed line is an error
