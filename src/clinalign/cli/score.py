@@ -54,6 +54,11 @@ def score_cas(
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for confidence intervals."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per evaluator forward pass."),
+    chunk_rows: int = typer.Option(
+        4096,
+        "--chunk-rows",
+        help="Generated rows read, embedded and scored at a time (a multiple of --batch-size); bounds memory.",
+    ),
     n_lowest: int = typer.Option(8, "--n-lowest", help="Lowest-CAS images per method in lowest_cas.png (0: none)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda when available)."),
     dtype: Dtype = typer.Option(Dtype.fp32, "--dtype", help="Evaluator weights dtype."),
@@ -125,6 +130,7 @@ def score_cas(
             device=device if device is not None or not ranks.distributed else ranks.device,
             dtype=dtype.value,
             batch_size=batch_size,
+            chunk_rows=chunk_rows,
             dd_mode=dd_mode.value,  # type: ignore[arg-type]
             tau_quantile=tau_quantile,
             n_boot=n_boot,

@@ -164,8 +164,9 @@ class CASReport:
         return self.real_tail.tau
 
     def method_scores(self, method: str) -> CASScores:
-        """All images of a method, pooled over its seeds."""
-        return CASScores.concat([r.scores for r in self.runs[method]])
+        """All images of a method, pooled over its seeds (the run's own scores when it has one run)."""
+        group = self.runs[method]
+        return group[0].scores if len(group) == 1 else CASScores.concat([r.scores for r in group])
 
     def console_table(self) -> str:
         """A short fixed-width summary for the terminal."""
