@@ -91,7 +91,8 @@ def prepare(root: Path, sizes: list[int], pool: int) -> None:
         train_paths.append(root / "train" / f"{i}.png")
         train_labels.append(label)
     (root / "real.jsonl").write_text("".join(json.dumps(r) + "\n" for r in real_rows))
-    (root / "checklists.json").write_text(json.dumps({c: f"{c.replace('_', ' ')}: round, sharp border" for c in labels}))
+    checklists = {c: f"{c.replace('_', ' ')}: round, sharp border" for c in labels}
+    (root / "checklists.json").write_text(json.dumps(checklists))
     critic = load_critic(root / "critic", device="cpu")
     with torch.no_grad():
         embeddings = embed_image_files(critic, train_paths, progress=False)
@@ -195,14 +196,15 @@ def main() -> None:
                 runs[mode, n] = r = _run_child(root, n, mode)
                 extra = f", result rows {r['result_bytes'] / n:.0f} B/row" if mode == "score" else ""
                 print(
-                    f"{mode:>5} N={n:>7}: peak RSS {r['peak_mib']:7.1f} MiB (models loaded: {r['baseline_mib']:6.1f} MiB,"
-                    f" increment {r['peak_mib'] - r['baseline_mib']:6.1f} MiB){extra}, {r['seconds']:.1f} s"
+                    f"{mode:>5} N={n:>7}: peak RSS {r['peak_mib']:7.1f} MiB "
+                    f"(models loaded: {r['baseline_mib']:6.1f} MiB, increment "
+                    f"{r['peak_mib'] - r['baseline_mib']:6.1f} MiB){extra}, {r['seconds']:.1f} s"
                 )
-    s, l = runs["score", small], runs["score", large]
-    growth = (l["peak_mib"] - s["peak_mib"]) * 1024 * 1024 / (large - small)
-    result_row = (l["result_bytes"] - s["result_bytes"]) / (large - small)
+    lo, hi = runs["score", small], runs["score", large]
+    growth = (hi["peak_mib"] - lo["peak_mib"]) * 1024 * 1024 / (large - small)
+    result_row = (hi["result_bytes"] - lo["result_bytes"]) / (large - small)
     print(
-        f"score-cas: peak RSS({large}) / peak RSS({small}) = {l['peak_mib'] / s['peak_mib']:.2f}; growth "
+        f"score-cas: peak RSS({large}) / peak RSS({small}) = {hi['peak_mib'] / lo['peak_mib']:.2f}; growth "
         f"{growth:.0f} B per extra row vs {result_row:.0f} B per per-image result row kept "
         f"(ratio {growth / result_row:.2f})"
     )

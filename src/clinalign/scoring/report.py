@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinalign import __version__
 from clinalign.critics.cache import EmbeddingStore, file_sha256
-from clinalign.errors import ConfigError, DataError
+from clinalign.errors import ConfigError
 from clinalign.evaluation.report import collect_results, evaluation_markdown
 from clinalign.scoring.scorer import NO_REFERENCE_NOTE, CASScorer, CASScores, describe_cas
 from clinalign.scoring.sets import (

@@ -418,9 +418,10 @@ def scan_generated_set(
         else:
             with_ref += 1
             if reference_ids is not None and parsed.ref_id not in reference_ids:
+                shown = "" if reference_source is None else f" {reference_source}"
                 raise DataError(
-                    f"{manifest}, line {line}: ref_id '{parsed.ref_id}' is not an id in the real test manifest"
-                    f"{'' if reference_source is None else f' {reference_source}'}. Score against the manifest the prompts came from, or drop ref_id to score without SFS."
+                    f"{manifest}, line {line}: ref_id '{parsed.ref_id}' is not an id in the real test manifest{shown}. "
+                    "Score against the manifest the prompts came from, or drop ref_id to score without SFS."
                 )
     if not n:
         raise DataError(f"{manifest}: the manifest has no rows; generate images first (`clinalign generate`).")
