@@ -209,7 +209,10 @@ def memorization(
     out: Path = _OUT,
     real: Path | None = typer.Option(None, "--real", help="Held-out test manifest (for d_train vs d_test)."),
     encoder: str | None = typer.Option(
-        None, "--encoder", help="Independent encoder (any critic) for d_train vs d_test; needs --real."
+        None,
+        "--encoder",
+        help="Independent encoder for d_train vs d_test (runs with --real): DINOv2 hub id or folder (default "
+        "facebook/dinov2-small), another vision backbone, any critic, or 'none' to skip.",
     ),
     mode: str = typer.Option("prefilter", "--mode", help="prefilter (exact SSIM on top-k candidates) or exact."),
     top_k: int = typer.Option(16, "--top-k", help="Prefilter candidates per criterion."),
@@ -229,12 +232,12 @@ def memorization(
     progress: bool = _PROGRESS,
 ) -> None:
     """Nearest training image per generated image by SSIM and pHash (flags SSIM > 0.95 or Hamming <= 5),
-    and encoder nearest-neighbour distance to train vs held-out test.
+    and encoder nearest-neighbour distance to train vs held-out test (DINOv2 by default).
 
     Example:
 
         clinalign evaluate memorization --method craft=runs/craft/gen --train data/train.csv \\
-          --real data/test.jsonl --encoder google/siglip-base-patch16-224 --out runs/eval/memorization
+          --real data/test.jsonl --encoder facebook/dinov2-small --out runs/eval/memorization
     """
     from clinalign.evaluation.memorization import MemorizationConfig, evaluate_memorization
 
@@ -247,7 +250,7 @@ def memorization(
         real=_str(real),
         real_split=real_split,
         image_root=_str(image_root),
-        encoder=encoder,
+        **({} if encoder is None else {"encoder": encoder}),  # unset: the config's default (DINOv2)
         mode=mode,
         top_k=top_k,
         ssim_threshold=ssim_threshold,
