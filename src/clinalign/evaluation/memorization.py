@@ -32,8 +32,8 @@ from pydantic import Field
 
 from clinalign.errors import DataError
 from clinalign.evaluation.common import CheckResult, SetsConfig, figure, save_figure, write_result, write_rows
-from clinalign.evaluation.functional import hamming_distance, nearest_neighbors, phash, ssim
 from clinalign.evaluation.encoders import DEFAULT_ENCODER, load_encoder
+from clinalign.evaluation.functional import hamming_distance, nearest_neighbors, phash, ssim
 from clinalign.evaluation.inputs import embed_paths, read_methods, read_real_images
 
 
