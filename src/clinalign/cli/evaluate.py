@@ -39,6 +39,12 @@ _DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda 
 _DTYPE = typer.Option("fp32", "--dtype", help="Encoder weights dtype: fp32, bf16, fp16.")
 _BATCH = typer.Option(32, "--batch-size", help="Images per encoder forward pass.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+_INCEPTION_WEIGHTS = typer.Option(
+    None,
+    "--inception-weights",
+    help="FID Inception weights file (pt_inception-2015-12-05-6726825d.pth) for --evaluator inception "
+    "(default: the torch hub cache). Needs pip install 'clinalign[eval]'.",
+)
 
 
 def _config(cls: Any, **values: Any) -> Any:
@@ -85,9 +91,12 @@ def fd(
     method: list[str] = _METHOD,
     real: Path = typer.Option(..., "--real", help="Real test manifest (CSV/TSV/JSONL with an image column)."),
     evaluator: list[str] = typer.Option(
-        ..., "--evaluator", help="Encoder (critic hub id, local dir or open_clip:<name>); repeat for several."
+        ...,
+        "--evaluator",
+        help="Encoder (critic hub id, local dir or open_clip:<name>; 'inception' for FID's Inception-v3); repeatable.",
     ),
     out: Path = _OUT,
+    inception_weights: Path | None = _INCEPTION_WEIGHTS,
     real_split: str | None = _REAL_SPLIT,
     image_root: Path | None = _IMAGE_ROOT,
     device: str | None = _DEVICE,
@@ -110,6 +119,7 @@ def fd(
         real_split=real_split,
         image_root=_str(image_root),
         evaluators=evaluator,
+        inception_weights=_str(inception_weights),
         device=device,
         dtype=dtype,
         batch_size=batch_size,
@@ -123,8 +133,11 @@ def kid(
     generated: list[str] = _GENERATED,
     method: list[str] = _METHOD,
     real: Path = typer.Option(..., "--real", help="Real test manifest (CSV/TSV/JSONL with an image column)."),
-    evaluator: list[str] = typer.Option(..., "--evaluator", help="Encoder (critic); repeat for several."),
+    evaluator: list[str] = typer.Option(
+        ..., "--evaluator", help="Encoder (critic; 'inception' for KID's Inception-v3); repeat for several."
+    ),
     out: Path = _OUT,
+    inception_weights: Path | None = _INCEPTION_WEIGHTS,
     subsets: int = typer.Option(100, "--subsets", help="Random subsets averaged."),
     subset_size: int = typer.Option(1000, "--subset-size", help="Rows per subset (capped at the smaller set)."),
     degree: int = typer.Option(3, "--degree", help="Polynomial kernel degree."),
@@ -151,6 +164,7 @@ def kid(
         real_split=real_split,
         image_root=_str(image_root),
         evaluators=evaluator,
+        inception_weights=_str(inception_weights),
         subsets=subsets,
         subset_size=subset_size,
         degree=degree,
