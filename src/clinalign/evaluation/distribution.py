@@ -3,7 +3,8 @@
 With a pathology VLM as the encoder this is "PLIP-FID"; any critic works and several can be given (one
 row per method × critic). The encoder ``inception`` is the standard FID/KID Inception-v3 space (torchmetrics,
 local weights; see :mod:`clinalign.evaluation.inception`). The same run reports the mean paired image–image
-cosine (the generated image against its real reference, "PLIP-I" = SFS) and prompt–image cosine ("PLIP-T" = VDC) under both names.
+cosine (the generated image against its real reference, "PLIP-I" = SFS) and prompt–image cosine ("PLIP-T" =
+VDC) under both names.
 """
 
 from __future__ import annotations
