@@ -285,8 +285,13 @@ def diversity(
     method: list[str] = _METHOD,
     out: Path = _OUT,
     evaluator: str | None = typer.Option(None, "--evaluator", help="Encoder for the embedding-space distance."),
+    lpips_weights: Path | None = typer.Option(
+        None,
+        "--lpips-weights",
+        help="torchvision's AlexNet checkpoint file (alexnet-owt-7be5be79.pth): use LPIPS (torchmetrics).",
+    ),
     lpips_torch_home: Path | None = typer.Option(
-        None, "--lpips-torch-home", help="Local torch hub folder with AlexNet weights: use LPIPS (torchmetrics)."
+        None, "--lpips-torch-home", help="Or a local torch hub folder holding that checkpoint."
     ),
     min_samples: int = typer.Option(2, "--min-samples", help="Skip prompts with fewer samples."),
     device: str | None = _DEVICE,
@@ -308,6 +313,7 @@ def diversity(
         DiversityConfig,
         methods=_methods(generated, method),
         evaluator=evaluator,
+        lpips_weights=_str(lpips_weights),
         lpips_torch_home=_str(lpips_torch_home),
         min_samples=min_samples,
         device=device,
