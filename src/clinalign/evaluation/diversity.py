@@ -6,7 +6,8 @@ backbone weights are on disk: ``lpips_weights`` (the torchvision checkpoint file
 ``alexnet-owt-7be5be79.pth``) or ``lpips_torch_home`` (a torch hub folder holding
 ``hub/checkpoints/alexnet-owt-7be5be79.pth``), with torchmetrics + torchvision installed; nothing is
 downloaded. LPIPS's own linear layers ship inside torchmetrics. Otherwise it is the mean pairwise **embedding
-cosine distance** in an encoder's space, and the outputs say so (``distance`` column): the two are different numbers and must not be compared.
+cosine distance** in an encoder's space, and the outputs say so (``distance`` column): the two are different
+numbers and must not be compared.
 """
 
 from __future__ import annotations
