@@ -330,12 +330,22 @@ def downstream(
     method: list[str] = _METHOD,
     train: Path = typer.Option(..., "--train", help="Real training manifest (image and label columns)."),
     real: Path = typer.Option(..., "--real", help="Real test manifest (image and label columns)."),
-    evaluator: str = typer.Option(..., "--evaluator", help="Frozen encoder whose embeddings the head reads."),
+    evaluator: str | None = typer.Option(
+        None, "--evaluator", help="Frozen encoder whose embeddings the linear head reads (--backbone linear)."
+    ),
     out: Path = _OUT,
+    backbone: str = typer.Option(
+        "linear",
+        "--backbone",
+        help="linear (head on frozen evaluator embeddings, fast), cnn (small CNN) or resnet18, both trained on "
+        "the pixels from scratch (GPU when available).",
+    ),
+    image_size: int = typer.Option(64, "--image-size", help="Image side for --backbone cnn/resnet18."),
+    learning_rate: float = typer.Option(1e-2, "--learning-rate", help="Adam learning rate."),
     synthetic_fraction: float = typer.Option(0.2, "--synthetic-fraction", help="Synthetic share of every batch."),
     scale: list[float] = typer.Option([0.25, 0.5, 1.0], "--scale", help="Fraction of real train data; repeatable."),
     seed: list[int] = typer.Option([0, 1, 2], "--seed", help="Training seed; repeatable."),
-    steps: int = typer.Option(300, "--steps", help="Optimiser steps of the linear head."),
+    steps: int = typer.Option(300, "--steps", help="Optimiser steps of the classifier."),
     cas_summary: Path | None = typer.Option(None, "--cas-summary", help="score-cas summary.json for the correlation."),
     train_split: str | None = typer.Option(None, "--train-split", help="Only use training rows with this split."),
     real_split: str | None = _REAL_SPLIT,
@@ -345,9 +355,9 @@ def downstream(
     batch_size: int = _BATCH,
     progress: bool = _PROGRESS,
 ) -> None:
-    """Downstream utility: a linear head on frozen evaluator embeddings trained on real images plus a fixed
-    synthetic fraction per batch, at several real-data scales and seeds; accuracy and macro-F1 on the real
-    test set, and their correlation with method CAS.
+    """Downstream utility: a linear head on frozen evaluator embeddings (or, with --backbone cnn/resnet18, an
+    image classifier) trained on real images plus a fixed synthetic fraction per batch, at several real-data
+    scales and seeds; accuracy and macro-F1 on the real test set, and their correlation with method CAS.
 
     Example:
 
@@ -366,6 +376,9 @@ def downstream(
         real_split=real_split,
         image_root=_str(image_root),
         evaluator=evaluator,
+        backbone=backbone,
+        image_size=image_size,
+        learning_rate=learning_rate,
         synthetic_fraction=synthetic_fraction,
         scales=scale,
         seeds=seed,
