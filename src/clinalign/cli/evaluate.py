@@ -8,9 +8,21 @@ Every check reads the same generated-set directories as ``score-cas`` (``--gener
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from clinalign.cli._options import (
+    BatchSize,
+    Device,
+    DtypeName,
+    Generated,
+    ImageRoot,
+    Methods,
+    Out,
+    Progress,
+    RealSplit,
+)
 
 evaluate_app = typer.Typer(
     name="evaluate",
@@ -28,23 +40,14 @@ preference_app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-_GENERATED = typer.Option(
-    [], "--generated", help="A generated set: the directory `clinalign generate` wrote, or its manifest.jsonl."
-)
-_METHOD = typer.Option([], "--method", help="NAME=DIR, repeatable; a repeated NAME adds seeds of one method.")
-_OUT = typer.Option(..., "--out", help="Output directory.")
-_REAL_SPLIT = typer.Option(None, "--real-split", help="Only use real rows with this split.")
-_IMAGE_ROOT = typer.Option(None, "--image-root", help="Folder relative real image paths resolve against.")
-_DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda when available).")
-_DTYPE = typer.Option("fp32", "--dtype", help="Encoder weights dtype: fp32, bf16, fp16.")
-_BATCH = typer.Option(32, "--batch-size", help="Images per encoder forward pass.")
-_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
-_INCEPTION_WEIGHTS = typer.Option(
-    None,
-    "--inception-weights",
-    help="FID Inception weights file (pt_inception-2015-12-05-6726825d.pth) for --evaluator inception "
-    "(default: the torch hub cache). Needs pip install 'clinalign[eval]'.",
-)
+InceptionWeights = Annotated[
+    Path | None,
+    typer.Option(
+        "--inception-weights",
+        help="FID Inception weights file (pt_inception-2015-12-05-6726825d.pth) for --evaluator inception "
+        "(default: the torch hub cache). Needs pip install 'clinalign[eval]'.",
+    ),
+]
 
 
 def _config(cls: Any, **values: Any) -> Any:
@@ -62,10 +65,10 @@ def _config(cls: Any, **values: Any) -> Any:
         raise ConfigError(f"invalid options: {problems}.") from None
 
 
-def _methods(generated: list[str], method: list[str]) -> dict[str, list[str]]:
-    from clinalign.evaluation.inputs import parse_method_specs
+def _methods(generated: list[str] | None, method: list[str] | None) -> dict[str, list[str]]:
+    from clinalign.scoring.sets import parse_method_specs
 
-    return parse_method_specs(generated, method)
+    return parse_method_specs(generated, method, action="evaluate")
 
 
 def _report(result: Any) -> None:
@@ -87,22 +90,22 @@ def _distribution(metric: str, **kw: Any) -> None:
 
 @evaluate_app.command("fd")
 def fd(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     real: Path = typer.Option(..., "--real", help="Real test manifest (CSV/TSV/JSONL with an image column)."),
     evaluator: list[str] = typer.Option(
         ...,
         "--evaluator",
         help="Encoder (critic hub id, local dir or open_clip:<name>; 'inception' for FID's Inception-v3); repeatable.",
     ),
-    out: Path = _OUT,
-    inception_weights: Path | None = _INCEPTION_WEIGHTS,
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    out: Out = ...,
+    inception_weights: InceptionWeights = None,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Fréchet distance of each method's images to the real test images in each encoder's space
     ("PLIP-FID" with PLIP); also the paired image-image (SFS) and prompt-image (VDC) cosines.
@@ -130,24 +133,24 @@ def fd(
 
 @evaluate_app.command("kid")
 def kid(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     real: Path = typer.Option(..., "--real", help="Real test manifest (CSV/TSV/JSONL with an image column)."),
     evaluator: list[str] = typer.Option(
         ..., "--evaluator", help="Encoder (critic; 'inception' for KID's Inception-v3); repeat for several."
     ),
-    out: Path = _OUT,
-    inception_weights: Path | None = _INCEPTION_WEIGHTS,
+    out: Out = ...,
+    inception_weights: InceptionWeights = None,
     subsets: int = typer.Option(100, "--subsets", help="Random subsets averaged."),
     subset_size: int = typer.Option(1000, "--subset-size", help="Rows per subset (capped at the smaller set)."),
     degree: int = typer.Option(3, "--degree", help="Polynomial kernel degree."),
     seed: int = typer.Option(0, "--seed", help="Subset sampling seed."),
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Kernel distance (KID: unbiased MMD², kernel (x·y/D + 1)^3) of each method's images to the real test
     images, mean ± std over random subsets.
@@ -179,17 +182,17 @@ def kid(
 
 @evaluate_app.command("silhouette")
 def silhouette(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     evaluator: str = typer.Option(..., "--evaluator", help="Encoder (critic hub id, local dir or open_clip:<name>)."),
-    out: Path = _OUT,
+    out: Out = ...,
     real: Path | None = typer.Option(None, "--real", help="Real test manifest with labels (adds a 'real' row)."),
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Cosine silhouette of each method's evaluator embeddings by class, with a 2-D projection per method.
 
@@ -217,10 +220,10 @@ def silhouette(
 
 @evaluate_app.command("memorization")
 def memorization(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     train: Path = typer.Option(..., "--train", help="Training image manifest (CSV/TSV/JSONL with an image column)."),
-    out: Path = _OUT,
+    out: Out = ...,
     real: Path | None = typer.Option(None, "--real", help="Held-out test manifest (for d_train vs d_test)."),
     encoder: str | None = typer.Option(
         None,
@@ -238,12 +241,12 @@ def memorization(
     ),
     train_split: str | None = typer.Option(None, "--train-split", help="Only use training rows with this split."),
     train_image_root: Path | None = typer.Option(None, "--train-image-root", help="Root of relative train paths."),
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Nearest training image per generated image by SSIM and pHash (flags SSIM > 0.95 or Hamming <= 5),
     and encoder nearest-neighbour distance to train vs held-out test (DINOv2 by default).
@@ -281,9 +284,9 @@ def memorization(
 
 @evaluate_app.command("diversity")
 def diversity(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
-    out: Path = _OUT,
+    generated: Generated = None,
+    method: Methods = None,
+    out: Out = ...,
     evaluator: str | None = typer.Option(None, "--evaluator", help="Encoder for the embedding-space distance."),
     lpips_weights: Path | None = typer.Option(
         None,
@@ -294,10 +297,10 @@ def diversity(
         None, "--lpips-torch-home", help="Or a local torch hub folder holding that checkpoint."
     ),
     min_samples: int = typer.Option(2, "--min-samples", help="Skip prompts with fewer samples."),
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Prompt-level diversity: mean pairwise distance among each prompt's samples (LPIPS with local
     weights, else embedding cosine distance, labelled as such).
@@ -326,14 +329,14 @@ def diversity(
 
 @evaluate_app.command("downstream")
 def downstream(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     train: Path = typer.Option(..., "--train", help="Real training manifest (image and label columns)."),
     real: Path = typer.Option(..., "--real", help="Real test manifest (image and label columns)."),
     evaluator: str | None = typer.Option(
         None, "--evaluator", help="Frozen encoder whose embeddings the linear head reads (--backbone linear)."
     ),
-    out: Path = _OUT,
+    out: Out = ...,
     backbone: str = typer.Option(
         "linear",
         "--backbone",
@@ -348,12 +351,12 @@ def downstream(
     steps: int = typer.Option(300, "--steps", help="Optimiser steps of the classifier."),
     cas_summary: Path | None = typer.Option(None, "--cas-summary", help="score-cas summary.json for the correlation."),
     train_split: str | None = typer.Option(None, "--train-split", help="Only use training rows with this split."),
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Downstream utility: a linear head on frozen evaluator embeddings (or, with --backbone cnn/resnet18, an
     image classifier) trained on real images plus a fixed synthetic fraction per batch, at several real-data
@@ -394,9 +397,9 @@ def downstream(
 
 @evaluate_app.command("judge")
 def judge(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
-    out: Path = _OUT,
+    generated: Generated = None,
+    method: Methods = None,
+    out: Out = ...,
     model: str = typer.Option(..., "--model", help="Multimodal model name at the endpoint."),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (vLLM, Ollama, ...)."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable with the API key."),
@@ -465,9 +468,9 @@ def judge(
 
 @preference_app.command("export")
 def preference_export(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
-    out: Path = _OUT,
+    generated: Generated = None,
+    method: Methods = None,
+    out: Out = ...,
     n_cases: int | None = typer.Option(None, "--n-cases", help="Cases to sample (default: all shared cases)."),
     rater: list[str] = typer.Option(["rater1"], "--rater", help="Rater id pre-filled in the sheet; repeatable."),
     seed: int = typer.Option(0, "--seed", help="Seed of the case sample and letter shuffles."),
@@ -500,7 +503,7 @@ def preference_export(
 def preference_import(
     rankings: Path = typer.Argument(..., help="The filled rankings.csv (rater, case, ranking like 'C>A>B')."),
     key: Path = typer.Option(..., "--key", help="The sealed answer_key.json written by export."),
-    out: Path = _OUT,
+    out: Out = ...,
     cas_summary: Path | None = typer.Option(
         None, "--cas-summary", help="A score-cas summary.json: report the CAS–BT correlation."
     ),

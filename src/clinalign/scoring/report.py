@@ -38,6 +38,7 @@ from clinalign.scoring.sets import (
     GeneratedSet,
     ImageSet,
     check_leakage,
+    check_methods,
     generated_image_path,
     read_checklists,
     read_real_set,
@@ -108,14 +109,7 @@ class ScoreCASConfig(BaseModel):
     @field_validator("methods")
     @classmethod
     def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        if not value or not any(value.values()):
-            raise ValueError("give at least one generated set (--generated or --method NAME=DIR)")
-        for name, paths in value.items():
-            if not name.strip():
-                raise ValueError("method names must not be empty")
-            if not paths:
-                raise ValueError(f"method '{name}' has no generated sets")
-        return value
+        return check_methods(value)
 
 
 @dataclass

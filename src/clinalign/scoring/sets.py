@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,46 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+# ---------------------------------------------------------------------- methods
+
+
+def parse_method_specs(
+    generated: Sequence[str] | None, method: Sequence[str] | None, *, action: str = "score"
+) -> dict[str, list[str]]:
+    """Method name -> generated sets, from ``--generated DIR`` (named after the folder) and ``--method NAME=DIR``
+    (a repeated NAME adds seeds of one method); the one parser of ``score-cas`` and ``evaluate``."""
+    from clinalign.errors import ConfigError
+
+    methods: dict[str, list[str]] = {}
+    for path in generated or ():
+        folder = Path(path)
+        name = (folder.parent.name if folder.suffix == ".jsonl" else folder.name) or "generated"
+        methods.setdefault(name, []).append(str(path))
+    for spec in method or ():
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(
+                f"--method expects NAME=DIR (e.g. --method craft=runs/craft/gen), got {spec!r}. "
+                "Repeat a NAME to add seeds of the same method."
+            )
+        methods.setdefault(name.strip(), []).append(path.strip())
+    if not methods:
+        raise ConfigError(f"nothing to {action}: pass --generated DIR_OR_MANIFEST and/or --method NAME=DIR.")
+    return methods
+
+
+def check_methods(value: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The check behind every config's ``methods`` field: at least one set, named, each with paths."""
+    if not value or not any(value.values()):
+        raise ValueError("give at least one generated set (--generated or --method NAME=DIR)")
+    for name, paths in value.items():
+        if not name.strip():
+            raise ValueError("method names must not be empty")
+        if not paths:
+            raise ValueError(f"method '{name}' has no generated sets")
+    return value
 
 
 # ---------------------------------------------------------------------- checklists
