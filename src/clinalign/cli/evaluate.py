@@ -71,6 +71,20 @@ def _methods(generated: list[str] | None, method: list[str] | None) -> dict[str,
     return parse_method_specs(generated, method, action="evaluate")
 
 
+def _shared(values: dict[str, Any]) -> dict[str, Any]:
+    """The config values every check takes the same way, from a command's parameters (its ``locals()``):
+    the methods from --generated/--method, --out, and whichever of --real, --real-split, --image-root,
+    --device, --dtype and --batch-size the command has."""
+    shared: dict[str, Any] = {"methods": _methods(values["generated"], values["method"]), "out": str(values["out"])}
+    for key in ("real", "image_root"):
+        if key in values:
+            shared[key] = _str(values[key])
+    for key in ("real_split", "device", "dtype", "batch_size"):
+        if key in values:
+            shared[key] = values[key]
+    return shared
+
+
 def _report(result: Any) -> None:
     typer.echo(result.console_table())
     typer.echo(f"wrote {', '.join(sorted(p.name for p in result.files.values()))} to {result.out_dir}")
@@ -117,16 +131,9 @@ def fd(
     """
     _distribution(
         "fd",
-        methods=_methods(generated, method),
-        real=str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
+        **_shared(locals()),
         evaluators=evaluator,
         inception_weights=_str(inception_weights),
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
         progress=progress,
     )
 
@@ -162,20 +169,13 @@ def kid(
     """
     _distribution(
         "kid",
-        methods=_methods(generated, method),
-        real=str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
+        **_shared(locals()),
         evaluators=evaluator,
         inception_weights=_str(inception_weights),
         subsets=subsets,
         subset_size=subset_size,
         degree=degree,
         seed=seed,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
         progress=progress,
     )
 
@@ -205,15 +205,8 @@ def silhouette(
 
     config = _config(
         SilhouetteConfig,
-        methods=_methods(generated, method),
-        real=_str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
+        **_shared(locals()),
         evaluator=evaluator,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
     )
     _report(evaluate_silhouette(config, progress=progress))
 
@@ -260,13 +253,10 @@ def memorization(
 
     config = _config(
         MemorizationConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         train=str(train),
         train_split=train_split,
         train_image_root=_str(train_image_root),
-        real=_str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
         **({} if encoder is None else {"encoder": encoder}),  # unset: the config's default (DINOv2)
         mode=mode,
         top_k=top_k,
@@ -274,10 +264,6 @@ def memorization(
         hamming_threshold=hamming_threshold,
         ssim_size=ssim_size,
         match_sizes=match_sizes,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
     )
     _report(evaluate_memorization(config, progress=progress))
 
@@ -314,15 +300,11 @@ def diversity(
 
     config = _config(
         DiversityConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         evaluator=evaluator,
         lpips_weights=_str(lpips_weights),
         lpips_torch_home=_str(lpips_torch_home),
         min_samples=min_samples,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
     )
     _report(evaluate_diversity(config, progress=progress))
 
@@ -372,12 +354,9 @@ def downstream(
 
     config = _config(
         DownstreamConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         train=str(train),
         train_split=train_split,
-        real=str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
         evaluator=evaluator,
         backbone=backbone,
         image_size=image_size,
@@ -387,10 +366,6 @@ def downstream(
         seeds=seed,
         steps=steps,
         cas_summary=_str(cas_summary),
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
     )
     _report(evaluate_downstream(config, progress=progress))
 
@@ -449,7 +424,7 @@ def judge(
     )
     config = _config(
         JudgeConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         checklists=_str(checklists),
         task=task,
         n_cases=n_cases,
@@ -457,7 +432,6 @@ def judge(
         seed=seed,
         n_boot=n_boot,
         endpoint=endpoint,
-        out=str(out),
     )
     result = evaluate_judge(config)
     _report(result)
@@ -488,12 +462,11 @@ def preference_export(
 
     config = _config(
         PreferenceExportConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         n_cases=n_cases,
         raters=rater,
         seed=seed,
         tile=tile,
-        out=str(out),
     )
     result = export_preference_kit(config)
     typer.echo(f"wrote {result.summary['n_cases']} cases to {result.out_dir}; answer key: {result.files['key']}")
