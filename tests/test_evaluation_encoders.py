@@ -11,18 +11,10 @@ import numpy as np
 import pytest
 import torch
 from scoring_helpers import COLOURS, _image, write_generated_set, write_real_set
+from scoring_helpers import run_cli as _run
 
-from clinalign.cli import main
 from clinalign.errors import ConfigError
 from clinalign.evaluation.encoders import DEFAULT_ENCODER, ImageEncoder, load_encoder
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 def _tiny_dinov2(out: Path, *, processor: bool) -> Path:

@@ -9,20 +9,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from scoring_helpers import run_cli as _run
 from scoring_helpers import write_generated_set, write_real_set
 
-from clinalign.cli import main
 from clinalign.evaluation.distribution import DistributionConfig, evaluate_fd, evaluate_kid
 from clinalign.evaluation.functional import frechet_distance, kernel_inception_distance
 from clinalign.evaluation.inception import INCEPTION_WEIGHTS_NAME, InceptionEncoder
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 class TinyFeatures(torch.nn.Module):

@@ -10,17 +10,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 import torch
+from scoring_helpers import run_cli as _run
 from scoring_helpers import write_generated_set, write_real_set
-
-from clinalign.cli import main
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
