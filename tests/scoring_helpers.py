@@ -128,3 +128,16 @@ def train_probe_dir(critic, real_root: Path, out: Path, *, n_per_class: int = 12
     probe = LinearProbe.fit(embeddings, labels, sorted(COLOURS), epochs=100, lr=0.01, critic_name=critic.name)
     probe.save(out)
     return probe
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``clinalign ARGV`` in-process: (exit code, stdout, stderr)."""
+    import pytest
+
+    from clinalign.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err

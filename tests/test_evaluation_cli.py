@@ -244,6 +244,45 @@ def test_downstream_linear_head_and_macro_f1(world, tiny_clip_dir, tmp_path, cap
             assert float(r["accuracy_gain_vs_real_only"]) == 0.0
 
 
+def test_downstream_cnn_backbone_trains_on_pixels(world, tmp_path, capsys):
+    import torch
+
+    from clinalign.evaluation.downstream import _images_uint8, build_backbone, train_classifier
+
+    argv = ["evaluate", "downstream", "--method", f"craft={world['good']}", "--train", str(world["train"])]
+    argv += ["--real", str(world["real"]), "--scale", "1.0", "--seed", "1", "--steps", "12", "--no-progress"]
+    cnn = ["--backbone", "cnn", "--image-size", "32", "--device", "cpu"]
+    code, _, err = _run([*argv, *cnn, "--out", str(tmp_path / "cnn")], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "cnn" / "downstream.json").read_text())
+    assert (
+        summary["backbone"] == "cnn" and summary["encoder"] is None and "cnn image classifier" in summary["definition"]
+    )
+    # the same run by hand: same images, seed, batches -> the same test accuracy
+    train = [json.loads(x) for x in world["train"].read_text().splitlines()]
+    test = [json.loads(x) for x in world["real"].read_text().splitlines()]
+    classes = summary["classes"]
+    train_x = _images_uint8([world["root"] / r["image"] for r in train], 32)
+    train_y = torch.tensor([classes.index(r["label"]) for r in train])
+    test_x = _images_uint8([world["root"] / r["image"] for r in test], 32)
+    keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))
+    model = train_classifier(
+        build_backbone("cnn", len(classes), seed=1), train_x[keep], train_y[keep], steps=12, batch_size=64, seed=1
+    )
+    with torch.no_grad():
+        predicted = model(test_x).argmax(dim=1).numpy()
+    accuracy = float(np.mean(predicted == np.array([classes.index(r["label"]) for r in test])))
+    (run,) = [r for r in summary["per_seed"] if r["method"] == "real_only" and r["seed"] == 1]
+    assert run["accuracy"] == pytest.approx(accuracy)
+    assert run["accuracy"] > 0.5  # three colour classes: well above chance (1/3) after 12 steps
+    # resnet18 takes the same uint8 input; unknown backbones and a linear head without evaluator exit 2
+    assert build_backbone("resnet18", 3)(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 3)
+    code, _, err = _run([*argv, "--backbone", "vit-huge", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "--backbone" in err
+    code, _, err = _run([*argv, "--out", str(tmp_path / "y")], capsys)
+    assert code == 2 and "--evaluator" in err
+
+
 def test_bad_input_exits_2_naming_the_field(world, tiny_clip_dir, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -395,3 +395,84 @@ def test_example_script_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "real (reference)" in result.stdout and (tmp_path / "out" / "tables.md").is_file()
+
+
+def test_streamed_scoring_reads_at_most_one_chunk_ahead_and_equals_one_chunk(world, clip_critic, tmp_path, monkeypatch):
+    from clinalign.probe import LinearProbe
+    from clinalign.scoring import sets
+    from clinalign.scoring.scorer import CASScorer
+
+    probe = LinearProbe.load(world["probe"])
+
+    def config(out, chunk_rows: int) -> ScoreCASConfig:
+        return ScoreCASConfig(
+            methods={"craft": [str(world["good"][0])]},
+            real=str(world["real"]),
+            checklists=str(world["checklists"]),
+            evaluator=clip_critic.name,
+            probe=str(world["probe"]),
+            batch_size=4,
+            chunk_rows=chunk_rows,
+            n_boot=50,
+            n_lowest=3,
+            cache=False,
+            out=str(tmp_path / out),
+        )
+
+    whole = evaluate_cas(config("whole", 10**6), evaluator=clip_critic, probe=probe, progress=False)
+
+    # while the chunked run scores, the manifest reader may be at most one chunk (5 -> 8 rows) ahead
+    scored = {"rows": 0}
+    ahead: list[int] = []
+    update = CASScorer.update_from_embeddings
+
+    def counting_update(self, embeddings, *args, **kwargs):
+        if "method" in (kwargs.get("extra") or {}):  # generated rows, not the real set
+            scored["rows"] += int(embeddings.shape[0])
+        return update(self, embeddings, *args, **kwargs)
+
+    rows = sets.GeneratedSet._rows
+
+    def watched_rows(self):
+        for read, row in enumerate(rows(self), start=1):
+            ahead.append(read - scored["rows"])
+            yield row
+
+    monkeypatch.setattr(CASScorer, "update_from_embeddings", counting_update)
+    monkeypatch.setattr(sets.GeneratedSet, "_rows", watched_rows)
+    chunked = evaluate_cas(config("chunked", 5), evaluator=clip_critic, probe=probe, progress=False)
+    assert len(ahead) == 18 and max(ahead) == 8 and scored["rows"] == 18  # 18 rows read in chunks of 8
+    for name in ("per_image.csv", "real_per_image.csv", "tables.md"):
+        assert (tmp_path / "chunked" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    np.testing.assert_array_equal(chunked.runs["craft"][0].scores.cas, whole.runs["craft"][0].scores.cas)
+    assert chunked.runs["craft"][0].image_set.paths == read_generated_set(world["good"][0], checklists=CHECKLISTS).paths
+
+
+def test_streamed_reader_names_a_bad_row_before_scoring(world, tmp_path):
+    from clinalign.scoring.sets import scan_generated_set
+
+    source = world["good"][0] / "manifest.jsonl"
+    lines = source.read_text().splitlines()
+    bad = tmp_path / "gen"
+    bad.mkdir()
+    for entry in world["good"][0].iterdir():
+        if entry.name != "manifest.jsonl":
+            (bad / entry.name).symlink_to(entry)
+    row = json.loads(lines[6])
+    row["label"] = "no_such_class"
+    lines[6] = json.dumps(row)
+    (bad / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line 7: label 'no_such_class'"):
+        scan_generated_set(bad, known_labels=sorted(CHECKLISTS), checklists=CHECKLISTS)
+    (bad / "manifest.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:-5])
+    with pytest.raises(DataError, match=r"line 4: the last line is cut off"):
+        scan_generated_set(bad, checklists=CHECKLISTS)
+    with pytest.raises(DataError, match=r"line 1: ref_id '.+' is not an id in the real test manifest real.jsonl"):
+        scan_generated_set(
+            world["good"][0], checklists=CHECKLISTS, reference_ids={"nothing"}, reference_source="real.jsonl"
+        )
+    scan = scan_generated_set(world["good"][0], checklists=CHECKLISTS)
+    assert len(scan) == 18 and scan.ref_complete and scan.seed == 0
+    assert [s.ids for _, s in scan.chunks(7)] == [
+        ids[i : i + 7] for ids in [read_generated_set(world["good"][0], checklists=CHECKLISTS).ids] for i in (0, 7, 14)
+    ]

@@ -8,9 +8,21 @@ Every check reads the same generated-set directories as ``score-cas`` (``--gener
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from clinalign.cli._options import (
+    BatchSize,
+    Device,
+    DtypeName,
+    Generated,
+    ImageRoot,
+    Methods,
+    Out,
+    Progress,
+    RealSplit,
+)
 
 evaluate_app = typer.Typer(
     name="evaluate",
@@ -28,17 +40,14 @@ preference_app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-_GENERATED = typer.Option(
-    [], "--generated", help="A generated set: the directory `clinalign generate` wrote, or its manifest.jsonl."
-)
-_METHOD = typer.Option([], "--method", help="NAME=DIR, repeatable; a repeated NAME adds seeds of one method.")
-_OUT = typer.Option(..., "--out", help="Output directory.")
-_REAL_SPLIT = typer.Option(None, "--real-split", help="Only use real rows with this split.")
-_IMAGE_ROOT = typer.Option(None, "--image-root", help="Folder relative real image paths resolve against.")
-_DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda when available).")
-_DTYPE = typer.Option("fp32", "--dtype", help="Encoder weights dtype: fp32, bf16, fp16.")
-_BATCH = typer.Option(32, "--batch-size", help="Images per encoder forward pass.")
-_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+InceptionWeights = Annotated[
+    Path | None,
+    typer.Option(
+        "--inception-weights",
+        help="FID Inception weights file (pt_inception-2015-12-05-6726825d.pth) for --evaluator inception "
+        "(default: the torch hub cache). Needs pip install 'clinalign[eval]'.",
+    ),
+]
 
 
 def _config(cls: Any, **values: Any) -> Any:
@@ -56,10 +65,24 @@ def _config(cls: Any, **values: Any) -> Any:
         raise ConfigError(f"invalid options: {problems}.") from None
 
 
-def _methods(generated: list[str], method: list[str]) -> dict[str, list[str]]:
-    from clinalign.evaluation.inputs import parse_method_specs
+def _methods(generated: list[str] | None, method: list[str] | None) -> dict[str, list[str]]:
+    from clinalign.scoring.sets import parse_method_specs
 
-    return parse_method_specs(generated, method)
+    return parse_method_specs(generated, method, action="evaluate")
+
+
+def _shared(values: dict[str, Any]) -> dict[str, Any]:
+    """The config values every check takes the same way, from a command's parameters (its ``locals()``):
+    the methods from --generated/--method, --out, and whichever of --real, --real-split, --image-root,
+    --device, --dtype and --batch-size the command has."""
+    shared: dict[str, Any] = {"methods": _methods(values["generated"], values["method"]), "out": str(values["out"])}
+    for key in ("real", "image_root"):
+        if key in values:
+            shared[key] = _str(values[key])
+    for key in ("real_split", "device", "dtype", "batch_size"):
+        if key in values:
+            shared[key] = values[key]
+    return shared
 
 
 def _report(result: Any) -> None:
@@ -81,19 +104,22 @@ def _distribution(metric: str, **kw: Any) -> None:
 
 @evaluate_app.command("fd")
 def fd(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     real: Path = typer.Option(..., "--real", help="Real test manifest (CSV/TSV/JSONL with an image column)."),
     evaluator: list[str] = typer.Option(
-        ..., "--evaluator", help="Encoder (critic hub id, local dir or open_clip:<name>); repeat for several."
+        ...,
+        "--evaluator",
+        help="Encoder (critic hub id, local dir or open_clip:<name>; 'inception' for FID's Inception-v3); repeatable.",
     ),
-    out: Path = _OUT,
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    out: Out = ...,
+    inception_weights: InceptionWeights = None,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Fréchet distance of each method's images to the real test images in each encoder's space
     ("PLIP-FID" with PLIP); also the paired image-image (SFS) and prompt-image (VDC) cosines.
@@ -105,36 +131,33 @@ def fd(
     """
     _distribution(
         "fd",
-        methods=_methods(generated, method),
-        real=str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
+        **_shared(locals()),
         evaluators=evaluator,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
+        inception_weights=_str(inception_weights),
         progress=progress,
     )
 
 
 @evaluate_app.command("kid")
 def kid(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     real: Path = typer.Option(..., "--real", help="Real test manifest (CSV/TSV/JSONL with an image column)."),
-    evaluator: list[str] = typer.Option(..., "--evaluator", help="Encoder (critic); repeat for several."),
-    out: Path = _OUT,
+    evaluator: list[str] = typer.Option(
+        ..., "--evaluator", help="Encoder (critic; 'inception' for KID's Inception-v3); repeat for several."
+    ),
+    out: Out = ...,
+    inception_weights: InceptionWeights = None,
     subsets: int = typer.Option(100, "--subsets", help="Random subsets averaged."),
     subset_size: int = typer.Option(1000, "--subset-size", help="Rows per subset (capped at the smaller set)."),
     degree: int = typer.Option(3, "--degree", help="Polynomial kernel degree."),
     seed: int = typer.Option(0, "--seed", help="Subset sampling seed."),
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Kernel distance (KID: unbiased MMD², kernel (x·y/D + 1)^3) of each method's images to the real test
     images, mean ± std over random subsets.
@@ -146,36 +169,30 @@ def kid(
     """
     _distribution(
         "kid",
-        methods=_methods(generated, method),
-        real=str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
+        **_shared(locals()),
         evaluators=evaluator,
+        inception_weights=_str(inception_weights),
         subsets=subsets,
         subset_size=subset_size,
         degree=degree,
         seed=seed,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
         progress=progress,
     )
 
 
 @evaluate_app.command("silhouette")
 def silhouette(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     evaluator: str = typer.Option(..., "--evaluator", help="Encoder (critic hub id, local dir or open_clip:<name>)."),
-    out: Path = _OUT,
+    out: Out = ...,
     real: Path | None = typer.Option(None, "--real", help="Real test manifest with labels (adds a 'real' row)."),
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Cosine silhouette of each method's evaluator embeddings by class, with a 2-D projection per method.
 
@@ -188,28 +205,24 @@ def silhouette(
 
     config = _config(
         SilhouetteConfig,
-        methods=_methods(generated, method),
-        real=_str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
+        **_shared(locals()),
         evaluator=evaluator,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
     )
     _report(evaluate_silhouette(config, progress=progress))
 
 
 @evaluate_app.command("memorization")
 def memorization(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     train: Path = typer.Option(..., "--train", help="Training image manifest (CSV/TSV/JSONL with an image column)."),
-    out: Path = _OUT,
+    out: Out = ...,
     real: Path | None = typer.Option(None, "--real", help="Held-out test manifest (for d_train vs d_test)."),
     encoder: str | None = typer.Option(
-        None, "--encoder", help="Independent encoder (any critic) for d_train vs d_test; needs --real."
+        None,
+        "--encoder",
+        help="Independent encoder for d_train vs d_test (runs with --real): DINOv2 hub id or folder (default "
+        "facebook/dinov2-small), another vision backbone, any critic, or 'none' to skip.",
     ),
     mode: str = typer.Option("prefilter", "--mode", help="prefilter (exact SSIM on top-k candidates) or exact."),
     top_k: int = typer.Option(16, "--top-k", help="Prefilter candidates per criterion."),
@@ -221,61 +234,59 @@ def memorization(
     ),
     train_split: str | None = typer.Option(None, "--train-split", help="Only use training rows with this split."),
     train_image_root: Path | None = typer.Option(None, "--train-image-root", help="Root of relative train paths."),
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Nearest training image per generated image by SSIM and pHash (flags SSIM > 0.95 or Hamming <= 5),
-    and encoder nearest-neighbour distance to train vs held-out test.
+    and encoder nearest-neighbour distance to train vs held-out test (DINOv2 by default).
 
     Example:
 
         clinalign evaluate memorization --method craft=runs/craft/gen --train data/train.csv \\
-          --real data/test.jsonl --encoder google/siglip-base-patch16-224 --out runs/eval/memorization
+          --real data/test.jsonl --encoder facebook/dinov2-small --out runs/eval/memorization
     """
     from clinalign.evaluation.memorization import MemorizationConfig, evaluate_memorization
 
     config = _config(
         MemorizationConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         train=str(train),
         train_split=train_split,
         train_image_root=_str(train_image_root),
-        real=_str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
-        encoder=encoder,
+        **({} if encoder is None else {"encoder": encoder}),  # unset: the config's default (DINOv2)
         mode=mode,
         top_k=top_k,
         ssim_threshold=ssim_threshold,
         hamming_threshold=hamming_threshold,
         ssim_size=ssim_size,
         match_sizes=match_sizes,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
     )
     _report(evaluate_memorization(config, progress=progress))
 
 
 @evaluate_app.command("diversity")
 def diversity(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
-    out: Path = _OUT,
+    generated: Generated = None,
+    method: Methods = None,
+    out: Out = ...,
     evaluator: str | None = typer.Option(None, "--evaluator", help="Encoder for the embedding-space distance."),
+    lpips_weights: Path | None = typer.Option(
+        None,
+        "--lpips-weights",
+        help="torchvision's AlexNet checkpoint file (alexnet-owt-7be5be79.pth): use LPIPS (torchmetrics).",
+    ),
     lpips_torch_home: Path | None = typer.Option(
-        None, "--lpips-torch-home", help="Local torch hub folder with AlexNet weights: use LPIPS (torchmetrics)."
+        None, "--lpips-torch-home", help="Or a local torch hub folder holding that checkpoint."
     ),
     min_samples: int = typer.Option(2, "--min-samples", help="Skip prompts with fewer samples."),
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
     """Prompt-level diversity: mean pairwise distance among each prompt's samples (LPIPS with local
     weights, else embedding cosine distance, labelled as such).
@@ -289,42 +300,49 @@ def diversity(
 
     config = _config(
         DiversityConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         evaluator=evaluator,
+        lpips_weights=_str(lpips_weights),
         lpips_torch_home=_str(lpips_torch_home),
         min_samples=min_samples,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
     )
     _report(evaluate_diversity(config, progress=progress))
 
 
 @evaluate_app.command("downstream")
 def downstream(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
+    generated: Generated = None,
+    method: Methods = None,
     train: Path = typer.Option(..., "--train", help="Real training manifest (image and label columns)."),
     real: Path = typer.Option(..., "--real", help="Real test manifest (image and label columns)."),
-    evaluator: str = typer.Option(..., "--evaluator", help="Frozen encoder whose embeddings the head reads."),
-    out: Path = _OUT,
+    evaluator: str | None = typer.Option(
+        None, "--evaluator", help="Frozen encoder whose embeddings the linear head reads (--backbone linear)."
+    ),
+    out: Out = ...,
+    backbone: str = typer.Option(
+        "linear",
+        "--backbone",
+        help="linear (head on frozen evaluator embeddings, fast), cnn (small CNN) or resnet18, both trained on "
+        "the pixels from scratch (GPU when available).",
+    ),
+    image_size: int = typer.Option(64, "--image-size", help="Image side for --backbone cnn/resnet18."),
+    learning_rate: float = typer.Option(1e-2, "--learning-rate", help="Adam learning rate."),
     synthetic_fraction: float = typer.Option(0.2, "--synthetic-fraction", help="Synthetic share of every batch."),
     scale: list[float] = typer.Option([0.25, 0.5, 1.0], "--scale", help="Fraction of real train data; repeatable."),
     seed: list[int] = typer.Option([0, 1, 2], "--seed", help="Training seed; repeatable."),
-    steps: int = typer.Option(300, "--steps", help="Optimiser steps of the linear head."),
+    steps: int = typer.Option(300, "--steps", help="Optimiser steps of the classifier."),
     cas_summary: Path | None = typer.Option(None, "--cas-summary", help="score-cas summary.json for the correlation."),
     train_split: str | None = typer.Option(None, "--train-split", help="Only use training rows with this split."),
-    real_split: str | None = _REAL_SPLIT,
-    image_root: Path | None = _IMAGE_ROOT,
-    device: str | None = _DEVICE,
-    dtype: str = _DTYPE,
-    batch_size: int = _BATCH,
-    progress: bool = _PROGRESS,
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
+    device: Device = None,
+    dtype: DtypeName = "fp32",
+    batch_size: BatchSize = 32,
+    progress: Progress = True,
 ) -> None:
-    """Downstream utility: a linear head on frozen evaluator embeddings trained on real images plus a fixed
-    synthetic fraction per batch, at several real-data scales and seeds; accuracy and macro-F1 on the real
-    test set, and their correlation with method CAS.
+    """Downstream utility: a linear head on frozen evaluator embeddings (or, with --backbone cnn/resnet18, an
+    image classifier) trained on real images plus a fixed synthetic fraction per batch, at several real-data
+    scales and seeds; accuracy and macro-F1 on the real test set, and their correlation with method CAS.
 
     Example:
 
@@ -336,31 +354,27 @@ def downstream(
 
     config = _config(
         DownstreamConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         train=str(train),
         train_split=train_split,
-        real=str(real),
-        real_split=real_split,
-        image_root=_str(image_root),
         evaluator=evaluator,
+        backbone=backbone,
+        image_size=image_size,
+        learning_rate=learning_rate,
         synthetic_fraction=synthetic_fraction,
         scales=scale,
         seeds=seed,
         steps=steps,
         cas_summary=_str(cas_summary),
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        out=str(out),
     )
     _report(evaluate_downstream(config, progress=progress))
 
 
 @evaluate_app.command("judge")
 def judge(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
-    out: Path = _OUT,
+    generated: Generated = None,
+    method: Methods = None,
+    out: Out = ...,
     model: str = typer.Option(..., "--model", help="Multimodal model name at the endpoint."),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (vLLM, Ollama, ...)."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable with the API key."),
@@ -410,7 +424,7 @@ def judge(
     )
     config = _config(
         JudgeConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         checklists=_str(checklists),
         task=task,
         n_cases=n_cases,
@@ -418,7 +432,6 @@ def judge(
         seed=seed,
         n_boot=n_boot,
         endpoint=endpoint,
-        out=str(out),
     )
     result = evaluate_judge(config)
     _report(result)
@@ -429,9 +442,9 @@ def judge(
 
 @preference_app.command("export")
 def preference_export(
-    generated: list[str] = _GENERATED,
-    method: list[str] = _METHOD,
-    out: Path = _OUT,
+    generated: Generated = None,
+    method: Methods = None,
+    out: Out = ...,
     n_cases: int | None = typer.Option(None, "--n-cases", help="Cases to sample (default: all shared cases)."),
     rater: list[str] = typer.Option(["rater1"], "--rater", help="Rater id pre-filled in the sheet; repeatable."),
     seed: int = typer.Option(0, "--seed", help="Seed of the case sample and letter shuffles."),
@@ -449,12 +462,11 @@ def preference_export(
 
     config = _config(
         PreferenceExportConfig,
-        methods=_methods(generated, method),
+        **_shared(locals()),
         n_cases=n_cases,
         raters=rater,
         seed=seed,
         tile=tile,
-        out=str(out),
     )
     result = export_preference_kit(config)
     typer.echo(f"wrote {result.summary['n_cases']} cases to {result.out_dir}; answer key: {result.files['key']}")
@@ -464,7 +476,7 @@ def preference_export(
 def preference_import(
     rankings: Path = typer.Argument(..., help="The filled rankings.csv (rater, case, ranking like 'C>A>B')."),
     key: Path = typer.Option(..., "--key", help="The sealed answer_key.json written by export."),
-    out: Path = _OUT,
+    out: Out = ...,
     cas_summary: Path | None = typer.Option(
         None, "--cas-summary", help="A score-cas summary.json: report the CAS–BT correlation."
     ),

@@ -7,55 +7,36 @@ from pathlib import Path
 import typer
 
 from clinalign.cli._choices import DDMode, Dtype
+from clinalign.cli._options import BatchSize, Device, Generated, ImageRoot, Methods, Out, Progress, RealSplit
 from clinalign.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 
-def _parse_methods(generated: list[str], method: list[str]) -> dict[str, list[str]]:
-    from clinalign.errors import ConfigError
-
-    methods: dict[str, list[str]] = {}
-    for path in generated:
-        folder = Path(path)
-        name = (folder.parent.name if folder.suffix == ".jsonl" else folder.name) or "generated"
-        methods.setdefault(name, []).append(path)
-    for spec in method:
-        name, sep, path = spec.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ConfigError(
-                f"--method expects NAME=DIR (e.g. --method craft=runs/craft/gen), got {spec!r}. "
-                "Repeat a NAME to add seeds of the same method."
-            )
-        methods.setdefault(name.strip(), []).append(path.strip())
-    if not methods:
-        raise ConfigError("nothing to score: pass --generated DIR_OR_MANIFEST and/or --method NAME=DIR.")
-    return methods
-
-
 def score_cas(
-    generated: list[str] = typer.Option(
-        [], "--generated", help="A generated set: the directory `clinalign generate` wrote, or its manifest.jsonl."
-    ),
-    method: list[str] = typer.Option(
-        [], "--method", help="NAME=DIR, repeatable; the same NAME several times adds seeds of one method."
-    ),
+    generated: Generated = None,
+    method: Methods = None,
     real: Path = typer.Option(..., "--real", help="Real test manifest with t_ep (enriched JSONL or CSV/JSONL)."),
     evaluator: str = typer.Option(
         ..., "--evaluator", help="Evaluator critic: hub id, local dir or open_clip:<name>; not the training critic."
     ),
     probe: Path = typer.Option(..., "--probe", help="Probe directory trained on the evaluator's embeddings."),
-    out: Path = typer.Option(..., "--out", help="Output directory."),
+    out: Out = ...,
     checklists: Path | None = typer.Option(None, "--checklists", help="JSON/YAML: class name -> checklist t_c."),
     dd_mode: DDMode = typer.Option(
         DDMode.accuracy, "--dd-mode", help="Per-image DD: accuracy (1/0 probe correct) or probability."
     ),
     tau_quantile: float = typer.Option(0.25, "--tau-quantile", help="τ = this quantile of the real CAS."),
-    real_split: str | None = typer.Option(None, "--real-split", help="Only use real rows with this split."),
-    image_root: Path | None = typer.Option(None, "--image-root", help="Folder relative real image paths use."),
+    real_split: RealSplit = None,
+    image_root: ImageRoot = None,
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for confidence intervals."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per evaluator forward pass."),
+    batch_size: BatchSize = 32,
+    chunk_rows: int = typer.Option(
+        4096,
+        "--chunk-rows",
+        help="Generated rows read, embedded and scored at a time (a multiple of --batch-size); bounds memory.",
+    ),
     n_lowest: int = typer.Option(8, "--n-lowest", help="Lowest-CAS images per method in lowest_cas.png (0: none)."),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: cuda when available)."),
+    device: Device = None,
     dtype: Dtype = typer.Option(Dtype.fp32, "--dtype", help="Evaluator weights dtype."),
     cache: bool = typer.Option(
         True, "--cache/--no-cache", help="Reuse image embeddings in OUT/cache from an earlier (interrupted) run."
@@ -65,7 +46,7 @@ def score_cas(
         "--embedding-cache",
         help="Embedding store shared with other runs (probe train, evaluate, quickstart); default OUT/cache.",
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: Progress = True,
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Empty --out first (a folder holding finished scores is refused without it)."
     ),
@@ -100,7 +81,7 @@ def score_cas(
     from clinalign.cli._output import claim, pixel_limit
     from clinalign.errors import ConfigError
     from clinalign.scoring.report import CONFIG_NAME, ScoreCASConfig, evaluate_cas
-    from clinalign.scoring.sets import EvaluationLeakageWarning
+    from clinalign.scoring.sets import EvaluationLeakageWarning, parse_method_specs
     from clinalign.utils.distributed import process_group
     from clinalign.utils.outdir import check_output_path, existing_entries
 
@@ -115,7 +96,7 @@ def score_cas(
         dd_mode = DDMode(settings["dd_mode"])
     try:
         config = ScoreCASConfig(
-            methods=_parse_methods(generated, method),
+            methods=parse_method_specs(generated, method, action="score"),
             real=str(real),
             real_split=real_split,
             image_root=None if image_root is None else str(image_root),
@@ -125,6 +106,7 @@ def score_cas(
             device=device if device is not None or not ranks.distributed else ranks.device,
             dtype=dtype.value,
             batch_size=batch_size,
+            chunk_rows=chunk_rows,
             dd_mode=dd_mode.value,  # type: ignore[arg-type]
             tau_quantile=tau_quantile,
             n_boot=n_boot,

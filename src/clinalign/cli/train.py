@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from clinalign.cli._choices import Dtype as DType
 from clinalign.errors import ConfigError
 
 _TRAIN_HELP = """Train an adapter of a Stable Diffusion model: CRAFT (DRaFT-K), LoRA, TI, TI+LoRA or Diffusion-DPO.
@@ -52,12 +53,6 @@ class Tracker(str, Enum):
     tensorboard = "tensorboard"
     wandb = "wandb"
     none = "none"
-
-
-class DType(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 def train(

@@ -12,6 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinalign import __version__
+
+# the figure helpers of every check are the scoring plots' (re-exported here for the checks)
+from clinalign.scoring.plots import figure as figure
+from clinalign.scoring.plots import save_figure as save_figure
+from clinalign.scoring.sets import check_methods
 from clinalign.utils.io import atomic_open, write_json
 
 
@@ -38,14 +43,7 @@ class SetsConfig(BaseModel):
     @field_validator("methods")
     @classmethod
     def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        if not value:
-            raise ValueError("give at least one generated set (--generated or --method NAME=DIR)")
-        for name, paths in value.items():
-            if not name.strip():
-                raise ValueError("method names must not be empty")
-            if not paths:
-                raise ValueError(f"method '{name}' has no generated sets")
-        return value
+        return check_methods(value)
 
 
 @dataclass
@@ -104,21 +102,3 @@ def write_result(result: CheckResult, config: BaseModel | None = None) -> CheckR
     result.files["json"] = out / f"{result.check}.json"
     write_json(result.files["json"], payload)
     return result
-
-
-def figure(width: float, height: float):
-    """A matplotlib figure on the Agg canvas (no pyplot, so a user's backend is never changed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    fig.tight_layout()
-    with atomic_open(path, "wb", encoding=None) as handle:
-        fig.savefig(handle, format="png")
-    return path

@@ -1,8 +1,10 @@
 """``fd`` and ``kid``: how far each method's images lie from the real test images in an encoder's space.
 
 With a pathology VLM as the encoder this is "PLIP-FID"; any critic works and several can be given (one
-row per method × critic). The same run reports the mean paired image–image cosine (the generated image
-against its real reference, "PLIP-I" = SFS) and prompt–image cosine ("PLIP-T" = VDC) under both names.
+row per method × critic). The encoder ``inception`` is the standard FID/KID Inception-v3 space (torchmetrics,
+local weights; see :mod:`clinalign.evaluation.inception`). The same run reports the mean paired image–image
+cosine (the generated image against its real reference, "PLIP-I" = SFS) and prompt–image cosine ("PLIP-T" =
+VDC) under both names.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import Field, field_validator
 from clinalign.errors import DataError
 from clinalign.evaluation.common import CheckResult, SetsConfig, figure, save_figure, write_result
 from clinalign.evaluation.functional import frechet_distance, kernel_inception_distance
+from clinalign.evaluation.inception import INCEPTION, load_inception
 from clinalign.evaluation.inputs import (
     MethodImages,
     RealImages,
@@ -30,7 +33,13 @@ class DistributionConfig(SetsConfig):
     """Settings of ``clinalign evaluate fd`` / ``kid``."""
 
     evaluators: list[str] = Field(
-        description="Encoders (critics: hub id, local dir or open_clip:<name>); one result row per method × encoder."
+        description="Encoders (critics: hub id, local dir or open_clip:<name>; 'inception' for the FID Inception-v3 "
+        "space); one result row per method × encoder."
+    )
+    inception_weights: str | None = Field(
+        None,
+        description="The FID Inception weights file (pt_inception-2015-12-05-6726825d.pth) for the 'inception' "
+        "encoder (default: the torch hub cache).",
     )
     # --- KID (Bińkowski et al. 2018 defaults; torchmetrics uses the same)
     subsets: int = Field(100, ge=1, description="KID: random subsets averaged.")
@@ -51,9 +60,12 @@ class DistributionConfig(SetsConfig):
 def _paired_cosines(
     critic: Any, group: MethodImages, gen: torch.Tensor, real: RealImages, real_emb: torch.Tensor
 ) -> tuple[float | None, float | None]:
-    """Mean image–image cosine to the paired real image (needs ref_id) and mean prompt–image cosine."""
+    """Mean image–image cosine to the paired real image (needs ref_id) and mean prompt–image cosine
+    (both ``None`` for an image-only feature space such as Inception's)."""
     from clinalign.scoring.functional import row_cosine
 
+    if not hasattr(critic, "encode_texts"):
+        return None, None
     image_image = None
     index = {rid: i for i, rid in enumerate(real.ids)}
     if all(r is not None and r in index for r in group.ref_ids):
@@ -81,7 +93,11 @@ def _evaluate(
             raise DataError(f"method '{method}' has {len(group)} image; {metric} needs at least 2 images per method.")
     rows: list[dict[str, Any]] = []
     for name in config.evaluators:
-        critic = (critics or {}).get(name) or load_evaluator(name, device=config.device, dtype=config.dtype)
+        critic = (critics or {}).get(name)
+        if critic is None and name == INCEPTION:
+            critic = load_inception(config.inception_weights, device=config.device)
+        elif critic is None:
+            critic = load_evaluator(name, device=config.device, dtype=config.dtype)
         real_emb = embed_paths(critic, real.paths, batch_size=config.batch_size, progress=progress)
         for method, group in methods.items():
             gen = embed_paths(critic, group.paths, batch_size=config.batch_size, progress=progress)
@@ -121,7 +137,15 @@ def _evaluate(
         "notes": [
             "image_image_cosine_sfs ('PLIP-I') and prompt_image_cosine_vdc ('PLIP-T') are the CAS primitives SFS "
             "and VDC in this encoder's space; image_image_cosine_sfs is empty for sets without ref_id."
-        ],
+        ]
+        + (
+            [
+                "encoder 'inception': FID Inception-v3 (torchmetrics inception-v3-compat, 2048-d pool3); fd is FID, "
+                "kid is KID; it has no text side, so both cosines are empty there."
+            ]
+            if INCEPTION in config.evaluators
+            else []
+        ),
     }
     result = write_result(CheckResult(metric, rows, summary, _out(config)), config)
     result.files["png"] = _plot(rows, metric, _out(config) / f"{metric}.png")

@@ -1,11 +1,13 @@
 """``diversity``: prompt-level sample diversity, the mean pairwise distance among the N samples one prompt
 produced (CRAFT paper protocol: 4 samples × 100 held-out prompts, LPIPS), averaged over prompts.
 
-The distance is LPIPS (torchmetrics' ``LearnedPerceptualImagePatchSimilarity``, AlexNet) when
-``lpips_torch_home`` points at a local torch hub folder holding the AlexNet checkpoint
-(``hub/checkpoints/alexnet-owt-7be5be79.pth``) and torchmetrics + torchvision are installed; nothing is
-downloaded. Otherwise it is the mean pairwise **embedding cosine distance** in an encoder's space, and the
-outputs say so (``distance`` column): the two are different numbers and must not be compared.
+The distance is LPIPS (torchmetrics' ``LearnedPerceptualImagePatchSimilarity``, AlexNet) when the AlexNet
+backbone weights are on disk: ``lpips_weights`` (the torchvision checkpoint file,
+``alexnet-owt-7be5be79.pth``) or ``lpips_torch_home`` (a torch hub folder holding
+``hub/checkpoints/alexnet-owt-7be5be79.pth``), with torchmetrics + torchvision installed; nothing is
+downloaded. LPIPS's own linear layers ship inside torchmetrics. Otherwise it is the mean pairwise **embedding
+cosine distance** in an encoder's space, and the outputs say so (``distance`` column): the two are different
+numbers and must not be compared.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class DiversityConfig(SetsConfig):
     evaluator: str | None = Field(
         None, description="Encoder for the embedding-space distance (required without lpips_torch_home)."
     )
+    lpips_weights: str | None = Field(
+        None,
+        description="The torchvision AlexNet checkpoint file (alexnet-owt-7be5be79.pth): use LPIPS (torchmetrics).",
+    )
     lpips_torch_home: str | None = Field(
         None, description="Local torch hub folder with the AlexNet checkpoint: use LPIPS (torchmetrics) instead."
     )
@@ -60,25 +66,55 @@ def prompt_diversity(
     return np.array([group_distance(g) for g in groups if g.size >= min_samples], dtype=np.float64)
 
 
-def lpips_pairwise(torch_home: str | os.PathLike[str], *, size: int, device: torch.device) -> Callable:
-    """A function ``images [N,3,H,W] in [0,1] -> mean LPIPS over pairs``, from torchmetrics with local weights."""
-    checkpoint = Path(torch_home) / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    if not checkpoint.is_file():
-        raise ConfigError(
-            f"--lpips-torch-home {torch_home}: no AlexNet checkpoint at {checkpoint}. Copy torchvision's "
-            "alexnet-owt-7be5be79.pth there, or leave the flag out for the embedding-space distance."
-        )
+ALEXNET_CHECKPOINT = "alexnet-owt-7be5be79.pth"
+
+
+def lpips_pairwise(
+    torch_home: str | os.PathLike[str] | None = None,
+    *,
+    size: int,
+    device: torch.device,
+    weights: str | os.PathLike[str] | None = None,
+) -> Callable:
+    """A function ``images [N,3,H,W] in [0,1] -> mean LPIPS over pairs``, from torchmetrics with local weights:
+    the AlexNet checkpoint file ``weights``, or a torch hub folder ``torch_home`` holding it."""
+    import tempfile
+
+    if (weights is None) == (torch_home is None):
+        raise ConfigError("LPIPS needs exactly one of --lpips-weights FILE or --lpips-torch-home DIR.")
+    if weights is not None:
+        checkpoint = Path(weights).expanduser()
+        if not checkpoint.is_file():
+            raise ConfigError(
+                f"--lpips-weights {weights}: file not found. Point it at torchvision's AlexNet checkpoint "
+                f"({ALEXNET_CHECKPOINT}), or leave the flag out for the embedding-space distance."
+            )
+    else:
+        checkpoint = Path(torch_home) / "hub" / "checkpoints" / ALEXNET_CHECKPOINT  # type: ignore[arg-type]
+        if not checkpoint.is_file():
+            raise ConfigError(
+                f"--lpips-torch-home {torch_home}: no AlexNet checkpoint at {checkpoint}. Copy torchvision's "
+                f"{ALEXNET_CHECKPOINT} there, or leave the flag out for the embedding-space distance."
+            )
     try:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
     except ImportError:
-        raise MissingDependencyError("torchmetrics", "LPIPS diversity") from None
-    # torchvision finds the backbone in the hub folder; point it there only while the metric is built
+        raise MissingDependencyError("torchmetrics", "LPIPS diversity", "eval") from None
+    # torchvision finds the backbone in a hub folder: a temporary one linking the file, only while the metric is built
     previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(Path(torch_home) / "hub"))
-    try:
-        metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device).eval()
-    finally:
-        torch.hub.set_dir(previous)
+    with tempfile.TemporaryDirectory(prefix="clinalign_lpips_") as tmp:
+        hub = Path(tmp) / "checkpoints"
+        hub.mkdir()
+        (hub / ALEXNET_CHECKPOINT).symlink_to(checkpoint.resolve())
+        torch.hub.set_dir(tmp)
+        try:
+            metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device).eval()
+        except Exception as exc:  # a file that is not an AlexNet state dict
+            raise ConfigError(
+                f"{checkpoint}: not loadable as torchvision's AlexNet weights ({type(exc).__name__}: {exc})."
+            ) from None
+        finally:
+            torch.hub.set_dir(previous)
 
     @torch.no_grad()
     def mean_lpips(images: torch.Tensor) -> float:
@@ -99,13 +135,15 @@ def evaluate_diversity(config: DiversityConfig, *, critic: Any = None, progress:
 
     methods = read_methods(config.methods)
     device = torch.device(config.device) if config.device else torch.device("cpu")
-    use_lpips = config.lpips_torch_home is not None
+    use_lpips = config.lpips_torch_home is not None or config.lpips_weights is not None
     lpips_fn = None
     if use_lpips:
-        lpips_fn = lpips_pairwise(config.lpips_torch_home, size=config.lpips_size, device=device)
+        lpips_fn = lpips_pairwise(
+            config.lpips_torch_home, weights=config.lpips_weights, size=config.lpips_size, device=device
+        )
     elif critic is None:
         if config.evaluator is None:
-            raise ConfigError("diversity needs --evaluator (embedding distance) or --lpips-torch-home (LPIPS).")
+            raise ConfigError("diversity needs --evaluator (embedding distance) or --lpips-weights FILE (LPIPS).")
         critic = load_evaluator(config.evaluator, device=config.device, dtype=config.dtype)
     distance = LPIPS_DISTANCE if use_lpips else EMBEDDING_DISTANCE
     rows: list[dict[str, Any]] = []

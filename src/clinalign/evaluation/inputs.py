@@ -31,27 +31,6 @@ class _AnyChecklist(dict):
         return ""
 
 
-def parse_method_specs(generated: Sequence[str], method: Sequence[str]) -> dict[str, list[str]]:
-    """Method name -> generated sets, from ``--generated DIR`` (named after the folder) and ``--method NAME=DIR``
-    (the same syntax as ``clinalign score-cas``; a repeated NAME adds seeds of one method)."""
-    methods: dict[str, list[str]] = {}
-    for path in generated:
-        folder = Path(path)
-        name = (folder.parent.name if folder.suffix == ".jsonl" else folder.name) or "generated"
-        methods.setdefault(name, []).append(str(path))
-    for spec in method:
-        name, sep, path = spec.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ConfigError(
-                f"--method expects NAME=DIR (e.g. --method craft=runs/craft/gen), got {spec!r}. "
-                "Repeat a NAME to add seeds of the same method."
-            )
-        methods.setdefault(name.strip(), []).append(path.strip())
-    if not methods:
-        raise ConfigError("nothing to evaluate: pass --generated DIR_OR_MANIFEST and/or --method NAME=DIR.")
-    return methods
-
-
 @dataclass
 class MethodImages:
     """A method's images pooled over its seeds (runs), with where each came from."""

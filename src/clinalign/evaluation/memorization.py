@@ -4,9 +4,12 @@ For every generated image (the CRAFT paper's protocol):
 
 - the nearest training image by SSIM and by 64-bit DCT pHash; an image is flagged when SSIM > 0.95 or the
   Hamming distance ≤ 5 (counts per method, whether any image is flagged, the maximum SSIM);
-- with an independent encoder (any critic), the cosine distance to the nearest training image
-  (``d_train``) and to the nearest held-out test image (``d_test``): a generator that copies its training
-  data sits closer to train than to test (Δ = mean d_test − mean d_train > 0).
+- with an independent encoder, the cosine distance to the nearest training image (``d_train``) and to the
+  nearest held-out test image (``d_test``): a generator that copies its training data sits closer to
+  train than to test (Δ = mean d_test − mean d_train > 0). The encoder defaults to DINOv2
+  (``facebook/dinov2-small`` through transformers, see :mod:`clinalign.evaluation.encoders`); any hub
+  id or local folder of a vision backbone, or any critic, works; ``"none"`` skips this part. It runs when
+  the held-out test set (``real``) is given.
 
 Search strategy. The pHash nearest neighbour is exact (Hamming distances to every training hash,
 vectorised). SSIM against every training image costs N × M windowed filters, so by default it runs in
@@ -29,8 +32,9 @@ from pydantic import Field
 
 from clinalign.errors import DataError
 from clinalign.evaluation.common import CheckResult, SetsConfig, figure, save_figure, write_result, write_rows
+from clinalign.evaluation.encoders import DEFAULT_ENCODER, load_encoder
 from clinalign.evaluation.functional import hamming_distance, nearest_neighbors, phash, ssim
-from clinalign.evaluation.inputs import embed_paths, load_evaluator, read_methods, read_real_images
+from clinalign.evaluation.inputs import embed_paths, read_methods, read_real_images
 
 
 class MemorizationConfig(SetsConfig):
@@ -40,7 +44,10 @@ class MemorizationConfig(SetsConfig):
     train_split: str | None = Field(None, description="Only use training-manifest rows with this split.")
     train_image_root: str | None = Field(None, description="Folder relative training image paths resolve against.")
     encoder: str | None = Field(
-        None, description="Independent encoder (critic) for d_train/d_test; without it that part is skipped."
+        DEFAULT_ENCODER,
+        description="Independent encoder for d_train/d_test: a hub id or folder of DINOv2 (default "
+        f"{DEFAULT_ENCODER}) or another vision backbone, or any critic; 'none' (or null) skips that part, "
+        "which also needs the held-out test set (real).",
     )
     ssim_threshold: float = Field(0.95, description="Flag an image whose nearest-train SSIM is above this.")
     hamming_threshold: int = Field(5, ge=0, le=64, description="Flag an image whose nearest pHash is within this.")
@@ -125,7 +132,8 @@ def evaluate_memorization(config: MemorizationConfig, *, encoder: Any = None, pr
         if config.real is not None
         else None
     )
-    if (config.encoder is not None or encoder is not None) and test is None:
+    encoder_name = None if config.encoder in (None, "", "none") else config.encoder
+    if test is None and (encoder is not None or (encoder_name is not None and "encoder" in config.model_fields_set)):
         raise DataError("the encoder comparison (d_train vs d_test) needs the held-out test set: pass --real.")
     device = torch.device(config.device) if config.device else torch.device("cpu")
     first = methods[next(iter(methods))].paths[0]
@@ -136,8 +144,8 @@ def evaluate_memorization(config: MemorizationConfig, *, encoder: Any = None, pr
 
         size = max(11, min(load_image(first).size))
     train_images = _load(train.paths, size, config.prefilter_size)
-    if encoder is None and config.encoder is not None:
-        encoder = load_evaluator(config.encoder, device=config.device, dtype=config.dtype)
+    if encoder is None and encoder_name is not None and test is not None:
+        encoder = load_encoder(encoder_name, device=config.device, dtype=config.dtype)
     train_emb = test_emb = None
     if encoder is not None and test is not None:
         train_emb = embed_paths(encoder, train.paths, batch_size=config.batch_size, progress=progress)
@@ -217,7 +225,7 @@ def evaluate_memorization(config: MemorizationConfig, *, encoder: Any = None, pr
         ),
         "train": {"source": str(train.source), "n": len(train)},
         "test": None if test is None else {"source": str(test.source), "n": len(test)},
-        "encoder": None if encoder is None else getattr(encoder, "name", config.encoder),
+        "encoder": None if train_emb is None else getattr(encoder, "name", encoder_name),
         "results": rows,
     }
     out = Path(config.out)

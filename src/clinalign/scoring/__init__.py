@@ -21,11 +21,13 @@ from clinalign.scoring.report import CASReport, ScoreCASConfig, evaluate_cas, wr
 from clinalign.scoring.scorer import CASScorer, CASScores, describe_cas
 from clinalign.scoring.sets import (
     EvaluationLeakageWarning,
+    GeneratedSet,
     ImageSet,
     check_leakage,
     read_checklists,
     read_generated_set,
     read_real_set,
+    scan_generated_set,
 )
 from clinalign.scoring.tables import Table, comparison_table, per_class_table, tail_table
 from clinalign.scoring.tail import TailAnalysis, average_tails, tail_analysis
@@ -37,6 +39,7 @@ __all__ = [
     "CASScorer",
     "CASScores",
     "EvaluationLeakageWarning",
+    "GeneratedSet",
     "ImageSet",
     "ScoreCASConfig",
     "Table",
@@ -58,6 +61,7 @@ __all__ = [
     "read_generated_set",
     "read_real_set",
     "row_cosine",
+    "scan_generated_set",
     "tail_analysis",
     "tail_table",
     "tail_threshold",

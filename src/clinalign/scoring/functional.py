@@ -78,6 +78,9 @@ def fraction_below(values: np.ndarray, tau: float) -> float:
     return float(np.mean(_as_1d(values, "values") < tau))
 
 
+_BOOTSTRAP_VALUES = 1 << 22
+
+
 def bootstrap_ci(
     statistic: Callable[[np.ndarray], np.ndarray],
     samples: Sequence[np.ndarray],
@@ -91,7 +94,8 @@ def bootstrap_ci(
 
     Each sample is resampled with replacement, independently, ``n_boot`` times. ``statistic`` gets
     the resampled arrays stacked as ``[b, n_k]`` (one per sample, in order) and returns ``[b]``, so
-    the whole bootstrap is vectorised; ``chunk`` bounds memory. Reproducible for a given ``seed``.
+    the whole bootstrap is vectorised; ``chunk`` resamples at a time, fewer when the samples are large
+    (at most ~4M drawn values per step), bounds memory. Reproducible for a given ``seed``.
     """
     if n_boot < 2:
         raise ConfigError(f"n_boot must be at least 2, got {n_boot}.")
@@ -99,6 +103,8 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     arrays = [np.asarray(s, dtype=np.float64) for s in samples]
     values = np.empty(n_boot, dtype=np.float64)
+    # memory of one step is b x (total sample size): large sets take fewer resamples per step
+    chunk = max(1, min(chunk, _BOOTSTRAP_VALUES // max(1, sum(a.size for a in arrays))))
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         draws = [a[rng.integers(0, a.size, size=(b, a.size))] for a in arrays]

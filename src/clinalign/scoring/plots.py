@@ -15,22 +15,24 @@ import numpy as np
 from clinalign.scoring.scorer import CASScores
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
+    """A matplotlib figure on the Agg canvas (no pyplot, so a user's backend is never changed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(figure)
-    return figure
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def _save(figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig, path: str | os.PathLike[str]) -> Path:
+    """Lay out ``fig`` and write it as a PNG, atomically; the one figure writer of scoring and evaluation."""
     from clinalign.utils.io import atomic_open
 
     path = Path(path)
-    figure.tight_layout()
+    fig.tight_layout()
     with atomic_open(path, "wb", encoding=None) as handle:
-        figure.savefig(handle, format="png")
+        fig.savefig(handle, format="png")
     return path
 
 
@@ -49,8 +51,8 @@ def plot_ecdf(
     q: float = 0.25,
 ) -> Path:
     """Empirical CDFs of per-image CAS per method and for the real images, region below τ shaded."""
-    figure = _figure(7.0, 4.5)
-    ax = figure.add_subplot(1, 1, 1)
+    fig = figure(7.0, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
     everything = np.concatenate([np.asarray(real_cas), *[np.asarray(v) for v in cas_by_method.values()]])
     lo = float(everything.min())
     span = max(float(everything.max()) - lo, 1e-6)
@@ -69,7 +71,7 @@ def plot_ecdf(
     ax.set_title(f"Empirical CDF of CAS (τ = {tau:.3f})")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(figure, path)
+    return save_figure(fig, path)
 
 
 def plot_primitives(
@@ -85,10 +87,10 @@ def plot_primitives(
         groups = {"real": real, **groups}
     first = next(iter(groups.values()))
     names = [*first.primitives, "cas"]
-    figure = _figure(2.6 * len(names), 3.6)
+    fig = figure(2.6 * len(names), 3.6)
     labels = list(groups)
     for i, name in enumerate(names):
-        ax = figure.add_subplot(1, len(names), i + 1)
+        ax = fig.add_subplot(1, len(names), i + 1)
         data = [
             np.asarray(getattr(s, name)) if getattr(s, name) is not None else np.array([np.nan])
             for s in groups.values()
@@ -111,7 +113,7 @@ def plot_primitives(
         ax.set_xticks(range(1, len(labels) + 1))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    return _save(figure, path)
+    return save_figure(fig, path)
 
 
 def plot_lowest(
@@ -125,10 +127,10 @@ def plot_lowest(
 
     columns = max((len(v) for v in items_by_method.values()), default=1)
     rows = max(len(items_by_method), 1)
-    figure = _figure(1.5 * columns + 1.2, 1.7 * rows)
+    fig = figure(1.5 * columns + 1.2, 1.7 * rows)
     for r, (method, items) in enumerate(items_by_method.items()):
         for c in range(columns):
-            ax = figure.add_subplot(rows, columns, r * columns + c + 1)
+            ax = fig.add_subplot(rows, columns, r * columns + c + 1)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
@@ -141,5 +143,5 @@ def plot_lowest(
             image.thumbnail((thumb, thumb))
             ax.imshow(np.asarray(image))
             ax.set_title(f"{label}\nCAS {cas:.3f}", fontsize=7)
-    figure.suptitle("Lowest-CAS samples per method (the failure cases to look at)", fontsize=9)
-    return _save(figure, path)
+    fig.suptitle("Lowest-CAS samples per method (the failure cases to look at)", fontsize=9)
+    return save_figure(fig, path)

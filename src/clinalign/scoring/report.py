@@ -30,16 +30,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clinalign import __version__
 from clinalign.critics.cache import EmbeddingStore, file_sha256
-from clinalign.errors import ConfigError, DataError
+from clinalign.errors import ConfigError
 from clinalign.evaluation.report import collect_results, evaluation_markdown
 from clinalign.scoring.scorer import NO_REFERENCE_NOTE, CASScorer, CASScores, describe_cas
 from clinalign.scoring.sets import (
     EvaluationLeakageWarning,
+    GeneratedSet,
     ImageSet,
     check_leakage,
+    check_methods,
+    generated_image_path,
     read_checklists,
-    read_generated_set,
     read_real_set,
+    scan_generated_set,
 )
 from clinalign.scoring.tables import Table, comparison_table, per_class_table, tail_table
 from clinalign.scoring.tail import TailAnalysis, average_tails, tail_analysis
@@ -74,6 +77,12 @@ class ScoreCASConfig(BaseModel):
     device: str | None = Field(None, description="cpu, cuda, cuda:N (default: cuda when available).")
     dtype: str = Field("fp32", description="Evaluator weights dtype: fp32, bf16, fp16.")
     batch_size: int = Field(32, ge=1, description="Images per evaluator forward pass.")
+    chunk_rows: int = Field(
+        4096,
+        ge=1,
+        description="Manifest rows read, embedded and scored at a time (rounded up to a multiple of batch_size); "
+        "bounds memory for large sets.",
+    )
     # --- metric
     dd_mode: Literal["accuracy", "probability"] = Field(
         "accuracy", description="DD per image: 1/0 probe correctness (accuracy) or p(label) (probability)."
@@ -100,14 +109,7 @@ class ScoreCASConfig(BaseModel):
     @field_validator("methods")
     @classmethod
     def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        if not value or not any(value.values()):
-            raise ValueError("give at least one generated set (--generated or --method NAME=DIR)")
-        for name, paths in value.items():
-            if not name.strip():
-                raise ValueError("method names must not be empty")
-            if not paths:
-                raise ValueError(f"method '{name}' has no generated sets")
-        return value
+        return check_methods(value)
 
 
 @dataclass
@@ -116,7 +118,7 @@ class RunResult:
 
     method: str
     run: str
-    image_set: ImageSet
+    image_set: GeneratedSet
     scores: CASScores
     leakage: str | None = None
 
@@ -156,8 +158,9 @@ class CASReport:
         return self.real_tail.tau
 
     def method_scores(self, method: str) -> CASScores:
-        """All images of a method, pooled over its seeds."""
-        return CASScores.concat([r.scores for r in self.runs[method]])
+        """All images of a method, pooled over its seeds (the run's own scores when it has one run)."""
+        group = self.runs[method]
+        return group[0].scores if len(group) == 1 else CASScores.concat([r.scores for r in group])
 
     def console_table(self) -> str:
         """A short fixed-width summary for the terminal."""
@@ -194,18 +197,6 @@ def _load_batch(paths: list[Path], size: int) -> torch.Tensor:
     return torch.stack([pil_to_tensor(load_image(p), size) for p in paths])
 
 
-def _check_references(image_set: ImageSet, real: ImageSet) -> None:
-    if image_set.ref_ids is None:
-        return
-    known = set(real.ids)
-    for ref, line in zip(image_set.ref_ids, image_set.rows, strict=True):
-        if ref not in known:
-            raise DataError(
-                f"{image_set.source}, line {line}: ref_id '{ref}' is not an id in the real test manifest "
-                f"{real.source}. Score against the manifest the prompts came from, or drop ref_id to score without SFS."
-            )
-
-
 # ---------------------------------------------------------------------- scoring
 
 
@@ -217,8 +208,10 @@ def _score_set(
     use_sfs: bool,
     extra: dict[str, Any],
     ranks: Ranks,
+    offset: int = 0,
 ) -> CASScores:
-    """Score a set from its evaluator embeddings, in batches dealt to the ranks; every rank gets all rows.
+    """Score a set (or a chunk of one starting at position ``offset``) from its evaluator embeddings, in
+    batches dealt to the ranks; every rank gets all rows.
 
     The texts are encoded (and cached by the evaluator) in one call before the rows are dealt, and the
     batches are the same whatever the number of processes, so the numbers are too.
@@ -240,11 +233,39 @@ def _score_set(
             references,
             ids=[image_set.ids[i] for i in picked],
             extra={k: [v[i] for i in picked] for k, v in columns.items()},
-            indices=index,
+            indices=index + offset,
         )
     scores = scorer.compute(sync=ranks.distributed)
     scorer.reset()
     return scores
+
+
+def _score_streamed(
+    scorer: CASScorer,
+    image_set: GeneratedSet,
+    store: EmbeddingStore | None,
+    *,
+    chunk_rows: int,
+    use_sfs: bool,
+    extra: dict[str, Any],
+    ranks: Ranks,
+    progress: bool,
+    desc: str,
+) -> CASScores:
+    """Read, embed and score a generated set ``chunk_rows`` rows at a time; only the per-image results grow.
+
+    Chunks are a whole number of batches, so the batches (and the numbers) equal an unchunked run's.
+    """
+    from tqdm.auto import tqdm
+
+    size = -(-max(chunk_rows, 1) // scorer.batch_size) * scorer.batch_size
+    parts: list[CASScores] = []
+    with tqdm(total=len(image_set), desc=desc, unit="img", disable=not progress or not ranks.is_main) as bar:
+        for start, chunk in image_set.chunks(size):
+            embeddings = _cached_embeddings(scorer, chunk.paths, store, progress=False, desc=desc, ranks=ranks)
+            parts.append(_score_set(scorer, chunk, embeddings, use_sfs=use_sfs, extra=extra, ranks=ranks, offset=start))
+            bar.update(len(chunk))
+    return parts[0] if len(parts) == 1 else CASScores.concat(parts)
 
 
 def _my_batches(n: int, batch_size: int, ranks: Ranks) -> list[np.ndarray]:
@@ -320,13 +341,22 @@ def evaluate_cas(
     real = read_real_set(
         config.real, checklists=checklists, known_labels=classes, split=config.real_split, image_root=config.image_root
     )
-    sets: dict[str, list[ImageSet]] = {}
+    real_ids = set(real.ids)
+    sets: dict[str, list[GeneratedSet]] = {}
     for method, paths in config.methods.items():
         sets[method] = []
         for path in paths:
-            image_set = read_generated_set(path, name=method, checklists=checklists, known_labels=classes)
-            _check_references(image_set, real)
+            # validated row by row now, read again chunk by chunk while scoring: no set is held in memory
+            image_set = scan_generated_set(
+                path,
+                name=method,
+                checklists=checklists,
+                known_labels=classes,
+                reference_ids=real_ids,
+                reference_source=real.source,
+            )
             sets[method].append(image_set)
+    del real_ids
 
     if evaluator is None:
         evaluator = _load_evaluator(config)
@@ -340,7 +370,7 @@ def evaluate_cas(
             if message and message not in leakage:
                 leakage.append(message)
                 warnings.warn(message, EvaluationLeakageWarning, stacklevel=2)
-    without_refs = [f"{s.name} ({s.source})" for group in sets.values() for s in group if s.ref_ids is None]
+    without_refs = [f"{s.name} ({s.source})" for group in sets.values() for s in group if not s.ref_complete]
     use_sfs = not without_refs
     if not use_sfs:
         notes.append(
@@ -375,21 +405,16 @@ def evaluate_cas(
             run = f"seed {image_set.seed}" if image_set.seed is not None else f"run {index}"
             if any(r.run == run for r in runs[method]):
                 run = f"{run} ({image_set.source.parent.name})"
-            embeddings = _cached_embeddings(
-                scorer,
-                image_set.paths,
-                store,
-                progress=progress,
-                desc=f"embedding {method} {run}",
-                ranks=ranks,
-            )
-            scores = _score_set(
+            scores = _score_streamed(
                 scorer,
                 image_set,
-                embeddings,
+                store,
+                chunk_rows=config.chunk_rows,
                 use_sfs=use_sfs,
                 extra={"method": method, "run": run, "seed": "" if image_set.seed is None else image_set.seed},
                 ranks=ranks,
+                progress=progress,
+                desc=f"scoring {method} {run}",
             )
             runs[method].append(RunResult(method, run, image_set, scores, check_leakage(evaluator, image_set)))
 
@@ -459,16 +484,20 @@ def _embed_files(scorer: CASScorer, paths: list[Path], *, progress: bool, desc: 
 _COLUMN_ORDER = ("method", "run", "seed", "id", "ref_id", "label", "predicted", "vdc", "ccs", "dd", "sfs", "cas")
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+def _write_rows(path: Path, parts: list[CASScores], tau: float) -> Path:
+    """Write the per-image rows of ``parts`` (with ``below_tau``) one at a time, never all in memory."""
     present: list[str] = []
-    for row in rows:
-        present += [k for k in row if k not in present]
+    for part in parts:  # every row of one CASScores has the same columns
+        first = next(part.iter_rows(), None)
+        present += [k for k in (*first, "below_tau") if k not in present] if first is not None else []
     columns = [c for c in _COLUMN_ORDER if c in present] + [c for c in present if c not in _COLUMN_ORDER]
     with atomic_open(path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        for part in parts:
+            for row in part.iter_rows():
+                row["below_tau"] = int(row["cas"] < tau)
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return path
 
 
@@ -480,15 +509,9 @@ def write_report(report: CASReport, config: ScoreCASConfig) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = report.files
     tau = report.tau
-    generated_rows = []
-    for group in report.runs.values():
-        for run in group:
-            for row in run.scores.rows():
-                row["below_tau"] = int(row["cas"] < tau)
-                generated_rows.append(row)
-    files["per_image"] = _write_rows(out / "per_image.csv", generated_rows)
-    real_rows = [{**row, "below_tau": int(row["cas"] < tau)} for row in report.real.rows()]
-    files["real_per_image"] = _write_rows(out / "real_per_image.csv", real_rows)
+    generated = [run.scores for group in report.runs.values() for run in group]
+    files["per_image"] = _write_rows(out / "per_image.csv", generated, tau)
+    files["real_per_image"] = _write_rows(out / "real_per_image.csv", [report.real], tau)
 
     summary = {
         "_class_name": "CASReport",
@@ -567,13 +590,17 @@ def write_report(report: CASReport, config: ScoreCASConfig) -> dict[str, Path]:
     if config.n_lowest > 0:
         lowest = {}
         for method, group in report.runs.items():
-            items = [
-                (path, float(cas), label if label == predicted else f"{label} (probe: {predicted})")
-                for r in group
-                for path, cas, label, predicted in zip(
-                    r.image_set.paths, r.scores.cas, r.scores.labels, r.scores.predicted, strict=True
-                )
-            ]
+            items = []
+            for r in group:
+                for i in np.argsort(r.scores.cas, kind="stable")[: config.n_lowest]:
+                    label, predicted = r.scores.labels[i], r.scores.predicted[i]
+                    items.append(
+                        (
+                            generated_image_path(r.image_set.source, r.scores.ids[i]),  # type: ignore[index]
+                            float(r.scores.cas[i]),
+                            label if label == predicted else f"{label} (probe: {predicted})",
+                        )
+                    )
             items.sort(key=lambda item: item[1])
             lowest[method] = items[: config.n_lowest]
         files["lowest"] = plot_lowest(lowest, out / "lowest_cas.png")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,10 @@ class CASScores:
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per image: id, label, predicted, the primitives, CAS, plus any extra columns."""
-        out = []
+        return list(self.iter_rows())
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """The dicts of :meth:`rows`, one at a time (for writing large sets without holding them all)."""
         for i in range(len(self)):
             row: dict[str, Any] = {key: values[i] for key, values in self.extra.items()}
             if self.ids is not None:
@@ -129,19 +132,19 @@ class CASScores:
                     "cas_primitives": "+".join(self.primitives),
                 }
             )
-            out.append(row)
-        return out
+            yield row
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write one row per image (atomically). An absent SFS is an empty cell; the ``cas_primitives``
         column says which primitives each CAS averages (``vdc+ccs+dd`` without references)."""
         path = Path(path)
-        rows = self.rows()
-        columns = list(rows[0]) if rows else ["label", "predicted", "vdc", "ccs", "dd", "sfs", "cas", "cas_primitives"]
+        first = next(self.iter_rows(), None)
+        default = ["label", "predicted", "vdc", "ccs", "dd", "sfs", "cas", "cas_primitives"]
+        columns = list(first) if first is not None else default
         with atomic_open(path, "w") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
-            for row in rows:
+            for row in self.iter_rows():
                 writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         return path
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from clinalign.data.enriched import checklist_of, require_prompt
 from clinalign.data.manifest import manifest_rows
 from clinalign.errors import DataError
 from clinalign.utils.io import read_json
-from clinalign.utils.jsonl import read_jsonl_numbered
+from clinalign.utils.jsonl import iter_jsonl_numbered, read_jsonl_numbered
 
 GENERATED_MANIFEST_NAME = "manifest.jsonl"
 GENERATE_CONFIG_NAME = "generate_config.json"
@@ -61,6 +62,46 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+# ---------------------------------------------------------------------- methods
+
+
+def parse_method_specs(
+    generated: Sequence[str] | None, method: Sequence[str] | None, *, action: str = "score"
+) -> dict[str, list[str]]:
+    """Method name -> generated sets, from ``--generated DIR`` (named after the folder) and ``--method NAME=DIR``
+    (a repeated NAME adds seeds of one method); the one parser of ``score-cas`` and ``evaluate``."""
+    from clinalign.errors import ConfigError
+
+    methods: dict[str, list[str]] = {}
+    for path in generated or ():
+        folder = Path(path)
+        name = (folder.parent.name if folder.suffix == ".jsonl" else folder.name) or "generated"
+        methods.setdefault(name, []).append(str(path))
+    for spec in method or ():
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(
+                f"--method expects NAME=DIR (e.g. --method craft=runs/craft/gen), got {spec!r}. "
+                "Repeat a NAME to add seeds of the same method."
+            )
+        methods.setdefault(name.strip(), []).append(path.strip())
+    if not methods:
+        raise ConfigError(f"nothing to {action}: pass --generated DIR_OR_MANIFEST and/or --method NAME=DIR.")
+    return methods
+
+
+def check_methods(value: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The check behind every config's ``methods`` field: at least one set, named, each with paths."""
+    if not value or not any(value.values()):
+        raise ValueError("give at least one generated set (--generated or --method NAME=DIR)")
+    for name, paths in value.items():
+        if not name.strip():
+            raise ValueError("method names must not be empty")
+        if not paths:
+            raise ValueError(f"method '{name}' has no generated sets")
+    return value
 
 
 # ---------------------------------------------------------------------- checklists
@@ -148,6 +189,66 @@ def _generation_seed(manifest: Path) -> int | None:
     return int(seed) if isinstance(seed, int) else None
 
 
+@dataclass
+class _GeneratedRow:
+    file: str
+    path: Path
+    prompt: str
+    checklist: str
+    label: str
+    ref_id: str | None
+    line: int
+
+
+def _generated_row(
+    row: dict[str, Any],
+    line: int,
+    manifest: Path,
+    checklists: dict[str, str] | None,
+    known_labels: list[str] | None,
+    check_images: bool,
+) -> _GeneratedRow:
+    """One validated manifest row; every error names the file and line."""
+    where = f"{manifest}, line {line}"
+    file = row.get("file") or row.get("image")
+    if not isinstance(file, str) or not file.strip():
+        raise DataError(f"{where}: missing 'file' (the image path relative to the manifest).")
+    image = generated_image_path(manifest, file)
+    if check_images and not image.is_file():
+        raise DataError(f"{where}: image '{file}' not found (looked for {image}). Regenerate it or drop the row.")
+    prompt = require_prompt(row, where, "the enriched prompt t_ep the image was generated from")
+    label = _row_label(row, where, known_labels, "; CAS needs the class each image was generated for")
+    ref = row.get("ref_id")
+    return _GeneratedRow(
+        file=str(file),
+        path=image,
+        prompt=prompt,
+        checklist=_checklist_for(row, label, checklists, where, manifest),
+        label=label,
+        ref_id=None if ref is None or str(ref) == "" else str(ref),
+        line=line,
+    )
+
+
+def generated_image_path(manifest: str | os.PathLike[str], file: str) -> Path:
+    """Where a generated set's ``file`` entry (relative to the manifest, or absolute) points."""
+    image = Path(file)
+    return image if image.is_absolute() else Path(manifest).parent / image
+
+
+def _set_name(manifest: Path, name: str | None) -> str:
+    return name or (manifest.parent.name if manifest.name == GENERATED_MANIFEST_NAME else manifest.stem)
+
+
+def _warn_partial_refs(manifest: Path, missing: int, total: int, first_line: int) -> None:
+    warnings.warn(
+        f"{manifest}: {missing} of {total} rows have no 'ref_id' (first at line {first_line}); "
+        "SFS needs a reference for every image, so this set is scored without SFS.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def read_generated_set(
     path: str | os.PathLike[str],
     *,
@@ -156,7 +257,8 @@ def read_generated_set(
     known_labels: list[str] | None = None,
     check_images: bool = True,
 ) -> ImageSet:
-    """Read a generated set written by ``clinalign generate``.
+    """Read a generated set written by ``clinalign generate`` (every row in memory; see
+    :func:`scan_generated_set` for sets too large for that).
 
     Rows need ``file`` (relative to the manifest; ``image`` also accepted), ``prompt`` (or ``t_ep``) and
     ``label``; ``ref_id`` pairs a row with a real image (for SFS) and ``checklist`` (or ``t_c``) overrides
@@ -167,10 +269,8 @@ def read_generated_set(
     numbered = read_jsonl_numbered(manifest)  # a torn or malformed line is an error naming it, never a lost row
     if not numbered:
         raise DataError(f"{manifest}: the manifest has no rows; generate images first (`clinalign generate`).")
-    line_numbers = [line for line, _ in numbered]
-    raw = [row for _, row in numbered]
     out = ImageSet(
-        name=name or (manifest.parent.name if manifest.name == GENERATED_MANIFEST_NAME else manifest.stem),
+        name=_set_name(manifest, name),
         source=manifest,
         paths=[],
         prompts=[],
@@ -180,39 +280,156 @@ def read_generated_set(
         seed=_generation_seed(manifest),
     )
     ref_ids: list[str | None] = []
-    for row, line in zip(raw, line_numbers, strict=False):
-        where = f"{manifest}, line {line}"
-        file = row.get("file") or row.get("image")
-        if not isinstance(file, str) or not file.strip():
-            raise DataError(f"{where}: missing 'file' (the image path relative to the manifest).")
-        image = Path(file)
-        if not image.is_absolute():
-            image = manifest.parent / image
-        if check_images and not image.is_file():
-            raise DataError(f"{where}: image '{file}' not found (looked for {image}). Regenerate it or drop the row.")
-        prompt = require_prompt(row, where, "the enriched prompt t_ep the image was generated from")
-        label = _row_label(row, where, known_labels, "; CAS needs the class each image was generated for")
-        out.paths.append(image)
-        out.prompts.append(prompt)
-        out.checklists.append(_checklist_for(row, label, checklists, where, manifest))
-        out.labels.append(label)
-        out.ids.append(str(file))
+    for line, row in numbered:
+        parsed = _generated_row(row, line, manifest, checklists, known_labels, check_images)
+        out.paths.append(parsed.path)
+        out.prompts.append(parsed.prompt)
+        out.checklists.append(parsed.checklist)
+        out.labels.append(parsed.label)
+        out.ids.append(parsed.file)
         out.rows.append(line)
-        ref = row.get("ref_id")
-        ref_ids.append(None if ref is None or str(ref) == "" else str(ref))
+        ref_ids.append(parsed.ref_id)
     with_ref = sum(r is not None for r in ref_ids)
     if with_ref == len(ref_ids):
         out.ref_ids = [str(r) for r in ref_ids]
     elif with_ref:
         first = next(line for line, r in zip(out.rows, ref_ids, strict=True) if r is None)
-        warnings.warn(
-            f"{manifest}: {len(ref_ids) - with_ref} of {len(ref_ids)} rows have no 'ref_id' (first at line {first}); "
-            "SFS needs a reference for every image, so this set is scored without SFS.",
-            UserWarning,
-            stacklevel=2,
-        )
-    out.meta, out.meta_path = _find_meta(manifest, raw)
+        _warn_partial_refs(manifest, len(ref_ids) - with_ref, len(ref_ids), first)
+    out.meta, out.meta_path = _find_meta(manifest, [row for _, row in numbered[:1]])
     return out
+
+
+@dataclass
+class GeneratedSet:
+    """A generated set checked row by row without keeping its rows: what streaming scoring reads.
+
+    :func:`scan_generated_set` validates every row in one pass over the manifest; :meth:`chunks` then
+    reads it again, ``size`` rows at a time, as :class:`ImageSet` pieces. Memory does not grow with the
+    number of rows.
+
+    Attributes:
+        name, source, seed, meta, meta_path: as in :class:`ImageSet`.
+        n: number of rows (images).
+        ref_complete: every row has a ``ref_id`` (the set can be scored with SFS).
+        checklists / known_labels / check_images: how rows are validated when read again.
+    """
+
+    name: str
+    source: Path
+    n: int
+    ref_complete: bool
+    seed: int | None = None
+    meta: dict[str, Any] | None = None
+    meta_path: Path | None = None
+    checklists: dict[str, str] | None = None
+    known_labels: list[str] | None = None
+    check_images: bool = True
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _rows(self) -> Iterator[_GeneratedRow]:
+        for line, row in iter_jsonl_numbered(self.source):
+            yield _generated_row(row, line, self.source, self.checklists, self.known_labels, self.check_images)
+
+    def chunks(self, size: int) -> Iterator[tuple[int, ImageSet]]:
+        """``(position of the first row, rows)`` pieces of at most ``size`` rows, in manifest order; a
+        piece has ``ref_ids`` when the whole set has them."""
+        if size < 1:
+            raise DataError(f"chunk size must be >= 1, got {size}.")
+        start = 0
+        piece: list[_GeneratedRow] = []
+        for parsed in self._rows():
+            piece.append(parsed)
+            if len(piece) == size:
+                yield start, self._image_set(piece)
+                start += len(piece)
+                piece = []
+        if piece:
+            yield start, self._image_set(piece)
+            start += len(piece)
+        if start != self.n:
+            raise DataError(f"{self.source}: the manifest changed while it was read ({self.n} rows, now {start}).")
+
+    def _image_set(self, rows: list[_GeneratedRow]) -> ImageSet:
+        return ImageSet(
+            name=self.name,
+            source=self.source,
+            paths=[r.path for r in rows],
+            prompts=[r.prompt for r in rows],
+            checklists=[r.checklist for r in rows],
+            labels=[r.label for r in rows],
+            ids=[r.file for r in rows],
+            ref_ids=[str(r.ref_id) for r in rows] if self.ref_complete else None,
+            rows=[r.line for r in rows],
+            seed=self.seed,
+            meta=self.meta,
+            meta_path=self.meta_path,
+        )
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every image path (reads the manifest again; for small sets)."""
+        return [r.path for r in self._rows()]
+
+    @property
+    def labels(self) -> list[str]:
+        """Every row's class (reads the manifest again; for small sets)."""
+        return [r.label for r in self._rows()]
+
+
+def scan_generated_set(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    checklists: dict[str, str] | None = None,
+    known_labels: list[str] | None = None,
+    check_images: bool = True,
+    reference_ids: Container[str] | None = None,
+    reference_source: str | os.PathLike[str] | None = None,
+) -> GeneratedSet:
+    """Validate a generated set row by row, keeping no row: a :class:`GeneratedSet` to stream.
+
+    Checks exactly what :func:`read_generated_set` checks (errors name the file and line); with
+    ``reference_ids`` (the real test set's ids, read from ``reference_source``) every ``ref_id`` must be
+    one of them.
+    """
+    manifest = resolve_generated_manifest(path)
+    n = with_ref = 0
+    first_without: int | None = None
+    first_row: list[dict[str, Any]] = []
+    for line, row in iter_jsonl_numbered(manifest):  # a torn or malformed line is an error naming it
+        parsed = _generated_row(row, line, manifest, checklists, known_labels, check_images)
+        if not first_row:
+            first_row.append(row)
+        n += 1
+        if parsed.ref_id is None:
+            first_without = line if first_without is None else first_without
+        else:
+            with_ref += 1
+            if reference_ids is not None and parsed.ref_id not in reference_ids:
+                shown = "" if reference_source is None else f" {reference_source}"
+                raise DataError(
+                    f"{manifest}, line {line}: ref_id '{parsed.ref_id}' is not an id in the real test manifest{shown}. "
+                    "Score against the manifest the prompts came from, or drop ref_id to score without SFS."
+                )
+    if not n:
+        raise DataError(f"{manifest}: the manifest has no rows; generate images first (`clinalign generate`).")
+    if with_ref and first_without is not None:
+        _warn_partial_refs(manifest, n - with_ref, n, first_without)
+    meta, meta_path = _find_meta(manifest, first_row)
+    return GeneratedSet(
+        name=_set_name(manifest, name),
+        source=manifest,
+        n=n,
+        ref_complete=with_ref == n,
+        seed=_generation_seed(manifest),
+        meta=meta,
+        meta_path=meta_path,
+        checklists=checklists,
+        known_labels=known_labels,
+        check_images=check_images,
+    )
 
 
 # ---------------------------------------------------------------------- real set
@@ -312,7 +529,7 @@ def training_critics(meta: dict[str, Any] | None) -> list[Any]:
     return ArtifactMeta.from_dict(meta).critic_records()
 
 
-def check_leakage(evaluator: Any, image_set: ImageSet) -> str | None:
+def check_leakage(evaluator: Any, image_set: ImageSet | GeneratedSet) -> str | None:
     """A warning message when ``image_set`` was generated by a model trained with the evaluator, else ``None``.
 
     Compares by critic name, and by weights fingerprint when the metadata records one (so a local copy

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,44 @@ def read_jsonl_numbered(path: str | os.PathLike[str], *, encoding: str = "utf-8"
     return rows
 
 
+def iter_jsonl_numbered(
+    path: str | os.PathLike[str], *, encoding: str = "utf-8"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Like :func:`read_jsonl_numbered`, one line at a time: memory does not grow with the file.
+
+    Lines are split on ``\\n`` only (a ``\\r`` before it is dropped); a malformed line is an error
+    naming it when the iteration reaches it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found. Check the path.")
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            torn = not raw.endswith(b"\n")
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}, line {number}: not valid {encoding} text ({exc.reason}). Save the file as UTF-8, or "
+                    "pass its encoding (e.g. --encoding latin-1)."
+                ) from None
+            except LookupError:
+                raise DataError(
+                    f"unknown text encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1."
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                yield number, _parse(path, number, line)
+            except DataError as exc:
+                if torn:
+                    raise DataError(
+                        f"{path}, line {number}: the last line is cut off (no newline, not valid JSON); the file was "
+                        "probably written by a run that was interrupted. Complete or remove that line."
+                    ) from exc
+                raise
+
+
 def read_jsonl_strict(path: str | os.PathLike[str], *, encoding: str = "utf-8") -> list[dict[str, Any]]:
     """Rows of an input JSONL file; a malformed line anywhere, the last one included, is a :class:`DataError`."""
     return [row for _, row in read_jsonl_numbered(path, encoding=encoding)]
@@ -106,4 +145,4 @@ def _numbered(text: str) -> list[tuple[int, str]]:
     return list(enumerate(text.splitlines(), start=1))
 
 
-__all__ = ["decode_text", "read_jsonl_numbered", "read_jsonl_strict", "repair_jsonl"]
+__all__ = ["decode_text", "iter_jsonl_numbered", "read_jsonl_numbered", "read_jsonl_strict", "repair_jsonl"]
