@@ -190,6 +190,25 @@ class ArtifactMeta:
         return None
 
 
+def class_prompt_rule_for(
+    textual_inversion: str | os.PathLike[str] | None, lora: str | os.PathLike[str] | None = None
+) -> ClassPromptRule | None:
+    """The class-token prompt rule of a TI folder used alone or with a LoRA.
+
+    The LoRA's metadata wins (a TI+LoRA run records the template its LoRA was trained with); a LoRA without
+    TI metadata next to a TI folder falls back to the folder's own rule. ``None`` without textual inversion
+    or for plain diffusers TI files (their prompts carry the tokens themselves).
+    """
+    if textual_inversion is None:
+        return None
+    meta = load_artifact_meta(textual_inversion, lora)
+    rule = meta.class_prompt_rule() if meta is not None else None
+    if rule is None and lora is not None:
+        ti_meta = ArtifactMeta.load(textual_inversion)
+        rule = ti_meta.class_prompt_rule() if ti_meta is not None else None
+    return rule
+
+
 def load_artifact_meta(*directories: str | os.PathLike[str] | None) -> ArtifactMeta | None:
     """Merge the metadata of several artifacts used together (e.g. a TI folder and a LoRA folder)."""
     found = [m for m in (ArtifactMeta.load(d) for d in directories if d) if m is not None]

@@ -172,7 +172,7 @@ def generate(
     meta = load_artifact_meta(textual_inversion, lora)
     prompt_rule = None
     if textual_inversion is not None and not raw_prompts:
-        prompt_rule = _class_prompt_rule(meta, textual_inversion, ti_prompt_template)
+        prompt_rule = _class_prompt_rule(textual_inversion, lora, ti_prompt_template)
     result = generate_images(
         diffusion,
         rows,
@@ -202,14 +202,11 @@ def generate(
         )
 
 
-def _class_prompt_rule(meta, textual_inversion: str, template: str | None):
+def _class_prompt_rule(textual_inversion: str, lora: str | None, template: str | None):
     """The class-token prompt rule of the loaded TI tokens: the artifact's, ``template`` overriding its template."""
-    from clinalign.artifacts import ArtifactMeta, ClassPromptRule
+    from clinalign.artifacts import ClassPromptRule, class_prompt_rule_for
 
-    rule = meta.class_prompt_rule() if meta is not None else None
-    if rule is None:  # e.g. a LoRA without TI metadata next to a TI folder: the folder's own rule
-        ti_meta = ArtifactMeta.load(textual_inversion)
-        rule = ti_meta.class_prompt_rule() if ti_meta is not None else None
+    rule = class_prompt_rule_for(textual_inversion, lora)
     if rule is None:
         if template is not None:
             raise ConfigError(

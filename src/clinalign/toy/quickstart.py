@@ -341,14 +341,13 @@ def _generate(
 
         if len(read_jsonl(manifest)) >= len(rows) * n_per_prompt:
             return out
-    from clinalign.artifacts import load_artifact_meta
+    from clinalign.artifacts import class_prompt_rule_for
 
     model = load_diffusion_model(str(cfg.base_model), device=cfg.device)
     if textual_inversion is not None:
         model.load_textual_inversion(textual_inversion)
     if lora is not None:
         model.load_lora(lora)
-    meta = load_artifact_meta(textual_inversion, lora) if textual_inversion is not None else None
     extra = {"lora": str(lora)} if lora is not None else None
     generate_to_dir(
         model,
@@ -363,7 +362,7 @@ def _generate(
         batch_size=64,
         progress_bar=cfg.progress,
         extra=extra,
-        prompt_rule=meta.class_prompt_rule() if meta is not None else None,
+        prompt_rule=class_prompt_rule_for(textual_inversion, lora),
     )
     return out
 
