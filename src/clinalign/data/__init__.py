@@ -5,7 +5,14 @@ from clinalign.data.adapters import (
     CHEXPERT_CLASSES,
     ORIGA_CLASSES,
     DatasetLoad,
+    DatasetStream,
     available_datasets,
+    iter_breakhis,
+    iter_chexpert,
+    iter_dataset,
+    iter_fitzpatrick17k,
+    iter_generic,
+    iter_origa,
     load_breakhis,
     load_chexpert,
     load_dataset,
@@ -25,7 +32,7 @@ from clinalign.data.images import (
     pil_to_tensor,
     set_max_image_pixels,
 )
-from clinalign.data.manifest import read_manifest
+from clinalign.data.manifest import iter_manifest, read_manifest
 from clinalign.data.records import Record
 from clinalign.data.split import patient_split
 
@@ -35,12 +42,20 @@ __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "ORIGA_CLASSES",
     "DatasetLoad",
+    "DatasetStream",
     "ImageLoadError",
     "ImageTooLargeError",
     "Record",
     "available_datasets",
     "get_max_image_pixels",
     "image_pixel_limit",
+    "iter_breakhis",
+    "iter_chexpert",
+    "iter_dataset",
+    "iter_fitzpatrick17k",
+    "iter_generic",
+    "iter_manifest",
+    "iter_origa",
     "load_breakhis",
     "load_chexpert",
     "load_dataset",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from clinalign.data.records import Record
-from clinalign.data.tables import read_csv_rows
+from clinalign.data.tables import iter_csv_rows, read_csv_rows
 from clinalign.errors import DataError
-from clinalign.utils.jsonl import read_jsonl_numbered
+from clinalign.utils.jsonl import iter_jsonl_numbered, read_jsonl_numbered
 
 _KNOWN = {"id", "image", "label", "split", "patient_id"}
 
@@ -28,6 +29,33 @@ def manifest_rows(path: Path, *, encoding: str = "utf-8") -> list[tuple[int, dic
     raise DataError(f"{path}: unsupported manifest type '{suffix}'. Use a .csv, .tsv or .jsonl file.")
 
 
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether ``\\n`` is the byte 0x0A in ``encoding`` (so a JSONL file can be split into lines as bytes)."""
+    try:
+        return "\n".encode(encoding) == b"\n" and "{".encode(encoding) == b"{"
+    except LookupError:
+        return True  # the line reader names the unknown encoding
+
+
+def iter_manifest_rows(path: Path, *, encoding: str = "utf-8") -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`manifest_rows` one row at a time (memory does not grow with the file); errors when reached."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        if _ascii_compatible(encoding):
+            try:
+                yield from iter_jsonl_numbered(path, encoding=encoding)
+            except DataError:
+                # error path only: the whole-file reader's message also names the byte offset of a bad byte
+                read_jsonl_numbered(path, encoding=encoding)
+                raise
+        else:  # UTF-16/32: lines cannot be split as bytes
+            yield from read_jsonl_numbered(path, encoding=encoding)
+    elif suffix in (".csv", ".tsv"):
+        yield from iter_csv_rows(path, encoding=encoding, delimiter="\t" if suffix == ".tsv" else ",")
+    else:
+        raise DataError(f"{path}: unsupported manifest type '{suffix}'. Use a .csv, .tsv or .jsonl file.")
+
+
 def read_manifest(
     path: str | os.PathLike[str],
     *,
@@ -42,13 +70,31 @@ def read_manifest(
     filtered to ``split`` when given. With ``check_images``, a missing image file is an error naming
     the row. ``encoding`` is the file's text encoding (UTF-8 by default, a byte-order mark allowed).
     """
+    return list(
+        iter_manifest(path, image_root=image_root, split=split, check_images=check_images, encoding=encoding)
+    )
+
+
+def iter_manifest(
+    path: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    check_images: bool = True,
+    encoding: str = "utf-8",
+) -> Iterator[Record]:
+    """:func:`read_manifest` one record at a time, reading the file as it goes.
+
+    The same records and errors, each raised when the iteration reaches its row. Only the ids seen so
+    far are kept (to name the first line of a duplicate id), not the records.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found. Check the path.")
     root = Path(image_root) if image_root is not None else path.parent
-    records: list[Record] = []
     seen: dict[str, int] = {}
-    for line, row in manifest_rows(path, encoding=encoding):
+    yielded = False
+    for line, row in iter_manifest_rows(path, encoding=encoding):
         for required in ("image", "label"):
             value = row.get(required)
             if value is None or str(value).strip() == "":
@@ -69,7 +115,8 @@ def read_manifest(
         row_split = row.get("split") or None
         if split is not None and row_split != split:
             continue
-        records.append(
+        yielded = True
+        yield (
             Record(
                 id=record_id,
                 image=image,
@@ -79,7 +126,6 @@ def read_manifest(
                 metadata={k: v for k, v in row.items() if k not in _KNOWN},
             )
         )
-    if not records:
+    if not yielded:
         where = f" with split '{split}'" if split is not None else ""
         raise DataError(f"{path}: the manifest has no rows{where}.")
-    return records
