@@ -70,9 +70,7 @@ def read_manifest(
     filtered to ``split`` when given. With ``check_images``, a missing image file is an error naming
     the row. ``encoding`` is the file's text encoding (UTF-8 by default, a byte-order mark allowed).
     """
-    return list(
-        iter_manifest(path, image_root=image_root, split=split, check_images=check_images, encoding=encoding)
-    )
+    return list(iter_manifest(path, image_root=image_root, split=split, check_images=check_images, encoding=encoding))
 
 
 def iter_manifest(
