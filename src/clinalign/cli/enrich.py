@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -178,10 +179,10 @@ def _load_records(
     dataset: str,
     data_root: Path | None,
     flags: dict[str, Any],
-    split: str | None,
     split_fractions: str | None,
     seed: int,
 ) -> list[Any]:
+    """The dataset as a list (for the selections that need every record: --per-class, --shots, --split-file)."""
     from clinalign.data import load_dataset, patient_split
 
     loaded = load_dataset(dataset, data_root, **_loader_options(dataset, flags))
@@ -189,15 +190,14 @@ def _load_records(
     records = loaded.records
     if split_fractions is not None:
         records = patient_split(records, _parse_fractions(split_fractions), seed=seed)
-    if split is not None:
-        available = sorted({str(r.split) for r in records})
-        records = [r for r in records if r.split == split]
-        if not records:
-            raise DataError(
-                f"no {dataset} records with split {split!r} (splits present: {available}). Pick one of those, or "
-                "assign patient-level splits with --split-fractions train=0.8,val=0.1,test=0.1."
-            )
     return records
+
+
+def _no_records_of_split(dataset: str, split: str, available: list[str]) -> DataError:
+    return DataError(
+        f"no {dataset} records with split {split!r} (splits present: {available}). Pick one of those, or "
+        "assign patient-level splits with --split-fractions train=0.8,val=0.1,test=0.1."
+    )
 
 
 def _select(
@@ -212,12 +212,34 @@ def _select(
     per_class: int | None,
     shots: int | None,
     split_file: Path | None,
-) -> tuple[list[Any], Any]:
-    """Records to enrich and the split.json to write beside them (None when records carry no split)."""
+) -> tuple[Iterable[Any], Any]:
+    """Records to enrich and the split.json to write beside them (None when records carry no split).
+
+    Without --protocol, --per-class, --shots and --split-file the dataset is read row by row (a few passes,
+    none holding the records): the records come back as a re-iterable selection, not a list.
+    """
     from clinalign.data.subsets import SplitManifest, select_records
 
+    if protocol is None and per_class is None and shots is None and split_file is None:
+        from clinalign.data import iter_dataset
+        from clinalign.data.subsets import select_streamed
+
+        stream = iter_dataset(dataset, data_root, **_loader_options(dataset, flags))
+        fractions = None if split_fractions is None else _parse_fractions(split_fractions)
+        try:
+            selection, manifest = select_streamed(
+                stream, seed=seed, classes=classes, fractions=fractions, dataset=dataset
+            )
+        finally:
+            if stream.complete:  # the dataset was read to the end (a later check may still refuse it)
+                typer.echo(f"{dataset}: {stream.summary()}", err=True)
+        if split is None:
+            return selection, manifest
+        if not selection.split_counts.get(split):
+            raise _no_records_of_split(dataset, split, sorted({str(s) for s in selection.split_counts}))
+        return selection.only_split(split), manifest
     if protocol is None:
-        records = _load_records(dataset, data_root, flags, None, split_fractions, seed)
+        records = _load_records(dataset, data_root, flags, split_fractions, seed)
         records = select_records(
             records, seed=seed, classes=classes, per_class=per_class, shots=shots, split_file=split_file
         )
@@ -246,10 +268,7 @@ def _select(
         available = sorted({str(r.split) for r in records})
         records = [r for r in records if r.split == split]
         if not records:
-            raise DataError(
-                f"no {dataset} records with split {split!r} (splits present: {available}). Pick one of those, or "
-                "assign patient-level splits with --split-fractions train=0.8,val=0.1,test=0.1."
-            )
+            raise _no_records_of_split(dataset, split, available)
     return records, manifest
 
 
@@ -269,7 +288,7 @@ def _config(**values: Any):
 
 def _scale_out(
     mode: EnrichMode,
-    records: list[Any],
+    records: Iterable[Any],
     preset: Any,
     config: Any,
     out: Path,

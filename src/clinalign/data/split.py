@@ -5,27 +5,36 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from clinalign.data.records import Record
 from clinalign.errors import ConfigError
 
 
-def patient_split(
-    records: Sequence[Record],
+def patient_key(record: Record) -> str:
+    """The group :func:`patient_split` keeps together: the patient id (a record without one is its own group)."""
+    return record.patient_id if record.patient_id is not None else f"\0record:{record.id}"
+
+
+def _majority(labels: str | Counter[str]) -> str:
+    if isinstance(labels, str):
+        return labels
+    return max(sorted(labels), key=lambda label: labels[label])
+
+
+def patient_split_map(
+    records: Iterable[Record],
     fractions: Mapping[str, float] | None = None,
     *,
     seed: int = 0,
     stratify: bool = True,
-) -> list[Record]:
-    """Assign a split to every record so that all images of one patient share a split.
+) -> dict[str, str]:
+    """The split of every patient (:func:`patient_key` -> split name) that :func:`patient_split` assigns.
 
-    Patients (records without ``patient_id`` count as their own patient) are shuffled with ``seed``
-    and dealt to the splits in proportion to ``fractions`` (default train 0.8 / val 0.1 / test 0.1,
-    normalised). With ``stratify``, patients are dealt per majority label so every split gets a similar
-    class mix. Returns new records (input order kept) with ``split`` set; same input and seed give the
-    same split.
+    ``records`` is read once, as a stream: memory holds one entry per patient (its labels), not the
+    records, so a dataset can be split in one pass and the records assigned in another
+    (:func:`assign_splits`).
     """
     fractions = dict(fractions or {"train": 0.8, "val": 0.1, "test": 0.1})
     if not fractions or any(not isinstance(v, (int, float)) or v < 0 for v in fractions.values()):
@@ -36,14 +45,21 @@ def patient_split(
     names = list(fractions)
     weights = [fractions[n] / total for n in names]
 
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, record in enumerate(records):
-        groups[record.patient_id if record.patient_id is not None else f"\0record:{record.id}"].append(index)
+    # patient -> the label of its one record (the usual case), or a Counter once it has a second record
+    labels_of: dict[str, str | Counter[str]] = {}
+    for record in records:
+        patient = patient_key(record)
+        label = record.label if stratify else ""
+        held = labels_of.get(patient)
+        if held is None:
+            labels_of[patient] = label
+        elif isinstance(held, str):
+            labels_of[patient] = Counter((held, label))
+        else:
+            held[label] += 1
     strata: dict[str, list[str]] = defaultdict(list)
-    for patient, indices in groups.items():
-        labels = [records[i].label for i in indices]
-        key = max(sorted(set(labels)), key=labels.count) if stratify else ""
-        strata[key].append(patient)
+    for patient, labels in labels_of.items():
+        strata[_majority(labels)].append(patient)
 
     rng = random.Random(seed)
     assignment: dict[str, str] = {}
@@ -62,8 +78,30 @@ def patient_split(
             for patient in patients[start : start + count]:
                 assignment[patient] = name
             start += count
-    out = list(records)
-    for patient, indices in groups.items():
-        for i in indices:
-            out[i] = dataclasses.replace(records[i], split=assignment[patient])
-    return out
+    return assignment
+
+
+def assign_splits(records: Iterable[Record], assignment: Mapping[str, str]) -> Iterator[Record]:
+    """``records`` with ``split`` set from a :func:`patient_split_map` (lazily, one record at a time)."""
+    for record in records:
+        yield dataclasses.replace(record, split=assignment[patient_key(record)])
+
+
+def patient_split(
+    records: Sequence[Record],
+    fractions: Mapping[str, float] | None = None,
+    *,
+    seed: int = 0,
+    stratify: bool = True,
+) -> list[Record]:
+    """Assign a split to every record so that all images of one patient share a split.
+
+    Patients (records without ``patient_id`` count as their own patient) are shuffled with ``seed``
+    and dealt to the splits in proportion to ``fractions`` (default train 0.8 / val 0.1 / test 0.1,
+    normalised). With ``stratify``, patients are dealt per majority label (ties: the first label in
+    sorted order) so every split gets a similar class mix. Returns new records (input order kept) with
+    ``split`` set; same input and seed give the same split. The streaming form is
+    :func:`patient_split_map` + :func:`assign_splits` (same assignment).
+    """
+    assignment = patient_split_map(records, fractions, seed=seed, stratify=stratify)
+    return list(assign_splits(records, assignment))

@@ -1,6 +1,8 @@
 """Class subsets, grouped splits, per-class sampling, few-shot subsets and the ``split.json`` record of them.
 
-Pure functions over :class:`Record` lists (seeded, deterministic for the same input and seed). A group
+Pure functions over :class:`Record` lists (seeded, deterministic for the same input and seed), and
+:func:`select_streamed`, the selections that need no list (classes, seeded patient-level split) over a
+dataset read row by row. A group
 (patient, near-duplicate image cluster) never lands on both sides of a split. :class:`SplitManifest`
 is the ``split.json`` written beside every protocol-run enrich output and read back by ``probe train``
 and ``score-cas`` so one split flows through a whole experiment.
@@ -13,13 +15,13 @@ import dataclasses
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clinalign.data.records import Record
-from clinalign.data.split import patient_split
+from clinalign.data.split import assign_splits, patient_split, patient_split_map
 from clinalign.errors import ConfigError, DataError
 
 SPLIT_FILE = "split.json"
@@ -80,17 +82,22 @@ def grouped_split(
     return [dataclasses.replace(r, split=a.split) for r, a in zip(records, assigned, strict=True)]
 
 
-def filter_classes(records: Sequence[Record], classes: Sequence[str]) -> list[Record]:
-    """Records whose label is in ``classes``; a class with no record is an error naming the labels present."""
+def check_classes(present: Iterable[str], classes: Sequence[str]) -> list[str]:
+    """``classes`` without repeats; a class not in ``present`` (the labels of the records) is an error."""
     wanted = list(dict.fromkeys(classes))
-    present = Counter(r.label for r in records)
+    present = set(present)
     absent = [c for c in wanted if c not in present]
     if absent:
         raise DataError(
             f"no records of class(es) {absent}; labels present: {sorted(present)}. Check the class names "
             "(they must match the dataset's labels exactly)."
         )
-    keep = set(wanted)
+    return wanted
+
+
+def filter_classes(records: Sequence[Record], classes: Sequence[str]) -> list[Record]:
+    """Records whose label is in ``classes``; a class with no record is an error naming the labels present."""
+    keep = set(check_classes({r.label for r in records}, classes))
     return [r for r in records if r.label in keep]
 
 
@@ -225,22 +232,28 @@ class SplitManifest:
     @classmethod
     def from_records(
         cls,
-        records: Sequence[Record],
+        records: Iterable[Record],
         *,
         seed: int,
         protocol: str | None = None,
         dataset: str | None = None,
         design: Mapping[str, Any] | None = None,
     ) -> SplitManifest:
-        missing = [r.id for r in records if r.split is None]
+        """The split.json of ``records`` (read once; only their ids and labels are kept)."""
+        ids: dict[str, list[str]] = defaultdict(list)
+        labels: dict[str, str] = {}
+        missing: list[str] = []
+        for record in records:
+            if record.split is None:
+                missing.append(record.id)
+                continue
+            ids[str(record.split)].append(record.id)
+            labels[record.id] = record.label
         if missing:
             raise DataError(f"{len(missing)} records have no split (first: {missing[0]!r}); assign splits first.")
-        ids: dict[str, list[str]] = defaultdict(list)
-        for record in records:
-            ids[str(record.split)].append(record.id)
         return cls(
             ids={k: sorted(v) for k, v in sorted(ids.items())},
-            labels={r.id: r.label for r in records},
+            labels=labels,
             seed=seed,
             protocol=protocol,
             dataset=dataset,
@@ -349,6 +362,89 @@ def select_records(
             raise ConfigError("--shots keeps K images per class of the train split, but no record is in 'train'.")
         out = few_shot(out, shots, seed=seed)
     return out
+
+
+class StreamedSelection:
+    """Records of a dataset read row by row, with a patient split assigned and filtered by class and split.
+
+    Re-iterable: each iteration reads the source again (see :func:`select_streamed`), so the records are
+    never all in memory.
+    """
+
+    def __init__(
+        self,
+        source: Iterable[Record],
+        *,
+        assignment: Mapping[str, str] | None = None,
+        classes: Sequence[str] | None = None,
+        split: str | None = None,
+    ) -> None:
+        self.source = source
+        self.assignment = assignment
+        self.classes = None if not classes else set(classes)
+        self.split = split
+        # split -> number of selected records (None: records without a split), set by select_streamed
+        self.split_counts: Counter[str | None] = Counter()
+
+    def only_split(self, split: str) -> StreamedSelection:
+        """The same selection restricted to the records of ``split``."""
+        return StreamedSelection(self.source, assignment=self.assignment, classes=self.classes, split=split)
+
+    def __iter__(self) -> Iterator[Record]:
+        records: Iterable[Record] = self.source
+        if self.assignment is not None:
+            records = assign_splits(records, self.assignment)
+        for record in records:
+            if self.classes is not None and record.label not in self.classes:
+                continue
+            if self.split is not None and record.split != self.split:
+                continue
+            yield record
+
+
+def select_streamed(
+    source: Iterable[Record],
+    *,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+    fractions: Mapping[str, float] | None = None,
+    dataset: str | None = None,
+) -> tuple[StreamedSelection, SplitManifest | None]:
+    """:func:`select_records` with ``classes`` (and a seeded patient split) without holding the records.
+
+    ``source`` must be re-iterable (e.g. a :class:`~clinalign.data.adapters.DatasetStream`); it is read
+    once to count (or, with ``fractions``, to deal the patients to splits exactly as
+    :func:`~clinalign.data.split.patient_split` does, keeping one entry per patient), and once more to
+    build the ``split.json`` when every selected record has a split (that pass keeps the selected ids and
+    labels, which split.json lists). Returns the selection (records in source order, the same as
+    ``select_records(list(source), classes=classes)`` after ``patient_split``) and the split.json, or
+    ``None`` when a selected record has no split.
+    """
+    split_of_source: Counter[str | None] = Counter()
+    labels: Counter[str] = Counter()
+    assignment: dict[str, str] | None = None
+
+    def counted() -> Iterator[Record]:
+        for record in source:
+            labels[record.label] += 1
+            if not classes or record.label in classes:
+                split_of_source[record.split] += 1
+            yield record
+
+    if fractions is not None:
+        assignment = patient_split_map(counted(), fractions, seed=seed)
+    else:
+        for _ in counted():
+            pass
+    if classes:
+        classes = check_classes(labels, classes)
+    selection = StreamedSelection(source, assignment=assignment, classes=classes)
+    if assignment is None and (not split_of_source or None in split_of_source):
+        selection.split_counts = split_of_source
+        return selection, None
+    manifest = SplitManifest.from_records(selection, seed=seed, dataset=dataset)
+    selection.split_counts = Counter({name: len(ids) for name, ids in manifest.ids.items()})
+    return selection, manifest
 
 
 def rows_of_split(

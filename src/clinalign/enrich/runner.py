@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -245,11 +245,24 @@ def _token_counter(config: EnrichConfig) -> TokenCounter:
     return token_counter_from_tokenizer(config.tokenizer) if config.tokenizer else clip_token_count
 
 
-def prepare(records: Sequence[Record], preset: Preset, config: EnrichConfig) -> tuple[list[Record], Preset]:
+def _check_labels(labels: Sequence[str], preset: Preset) -> Preset:
+    if preset.classes is not None:
+        unknown = [label for label in labels if label not in preset.classes]
+        if unknown:
+            raise ConfigError(
+                f"labels {unknown} are not classes of preset '{preset.name}' ({preset.classes}). Filter the "
+                "dataset, use --preset generic, or write a YAML preset that lists these classes."
+            )
+        return preset
+    return preset.with_classes(labels)
+
+
+def prepare(records: Iterable[Record], preset: Preset, config: EnrichConfig) -> tuple[list[Record], Preset]:
     """Check the records against the preset and bind dataset classes to presets without a class list.
 
-    Returns the records to consider (``config.limit`` applied) and the preset to use.
+    Returns the records to consider (``config.limit`` applied), as a list, and the preset to use.
     """
+    records = list(records)
     if not records:
         raise DataError("no records to enrich: the dataset is empty after filtering.")
     seen: set[str] = set()
@@ -258,25 +271,31 @@ def prepare(records: Sequence[Record], preset: Preset, config: EnrichConfig) -> 
             raise DataError(f"duplicate record id {record.id!r}: ids must be unique to resume runs safely.")
         seen.add(record.id)
     records = list(records[: config.limit] if config.limit else records)
-    labels = sorted({r.label for r in records})
-    if preset.classes is not None:
-        unknown = [label for label in labels if label not in preset.classes]
-        if unknown:
-            raise ConfigError(
-                f"labels {unknown} are not classes of preset '{preset.name}' ({preset.classes}). Filter the "
-                "dataset, use --preset generic, or write a YAML preset that lists these classes."
-            )
-    else:
-        preset = preset.with_classes(labels)
-    return records, preset
+    return records, _check_labels(sorted({r.label for r in records}), preset)
 
 
-def dry_run(records: Sequence[Record], preset: Preset, config: EnrichConfig) -> str:
-    """The system prompt, schema and first request exactly as they would be sent (image data elided)."""
+def dry_run(records: Iterable[Record], preset: Preset, config: EnrichConfig) -> str:
+    """The system prompt, schema and first request exactly as they would be sent (image data elided).
+
+    ``records`` is read once as a stream (only ids and labels are kept, for the checks).
+    """
     import json
 
-    records, preset = prepare(records, preset, config)
-    first = records[0]
+    first: Record | None = None
+    seen: set[str] = set()
+    labels: set[str] = set()
+    for record in records:
+        if record.id in seen:
+            raise DataError(f"duplicate record id {record.id!r}: ids must be unique to resume runs safely.")
+        seen.add(record.id)
+        if config.limit and len(seen) > config.limit:
+            continue  # past --limit: checked for duplicates (as a run would), not counted
+        first = first or record
+        labels.add(record.label)
+    if first is None:
+        raise DataError("no records to enrich: the dataset is empty after filtering.")
+    n = min(len(seen), config.limit) if config.limit else len(seen)
+    preset = _check_labels(sorted(labels), preset)
     try:
         url = image_data_url(first.image, max_side=config.max_image_side, quality=config.jpeg_quality)
         shown_url = f"{url[:40]}...<{len(url)} characters of base64 JPEG, longer side <= {config.max_image_side}px>"
@@ -285,7 +304,7 @@ def dry_run(records: Sequence[Record], preset: Preset, config: EnrichConfig) -> 
     request = build_request(preset, first, config, shown_url)
     endpoint = config.base_url or "https://api.openai.com/v1"
     parts = [
-        f"Dry run: {len(records)} records, preset '{preset.name}' v{preset.version} "
+        f"Dry run: {n} records, preset '{preset.name}' v{preset.version} "
         f"(prompt hash {preset.prompt_hash}), model '{config.model}' at {endpoint}/chat/completions; nothing is sent.",
         f"\n=== System prompt (record {first.id!r}, label {first.label!r}) ===\n{request['messages'][0]['content']}",
         f"\n=== Output schema (response_format={config.response_format}) ===\n"
@@ -501,7 +520,7 @@ def write_run_files(out: Path, preset: Preset, config: EnrichConfig, **extra: An
 
 
 async def aenrich(
-    records: Sequence[Record],
+    records: Iterable[Record],
     preset: Preset,
     config: EnrichConfig,
     out_dir: str | os.PathLike[str],
@@ -602,7 +621,7 @@ async def aenrich(
 
 
 def enrich(
-    records: Sequence[Record],
+    records: Iterable[Record],
     preset: Preset,
     config: EnrichConfig,
     out_dir: str | os.PathLike[str],
@@ -611,6 +630,9 @@ def enrich(
     token_counter: TokenCounter | None = None,
 ) -> EnrichResult:
     """Enrich ``records`` with ``preset`` into ``out_dir`` (resuming what is there); see the module docstring.
+
+    Live mode holds the records in a list (any iterable is accepted); ``--mode batch``/``export``
+    (:mod:`clinalign.enrich.batch`) stream them instead.
 
     Every record ends either in ``enriched.jsonl`` (validated, with ``t_ep``) or in ``failures.jsonl``
     (with a reason). An endpoint that rejects every request (bad key, unknown model) stops the run with
