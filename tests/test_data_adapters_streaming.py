@@ -263,3 +263,31 @@ def test_select_streamed_equals_select_records_and_reads_lazily():
     assert manifest is None and list(selection) == [r for r in plain if r.label == "a"]
     with pytest.raises(DataError, match=r"class\(es\) \['z'\]; labels present: \['a', 'b', 'c', 'd'\]"):
         select_streamed(_CountingSource(plain), classes=["a", "z"])
+
+
+def test_a_duplicate_id_is_reported_with_both_lines_at_the_end_of_the_stream(tmp_path, monkeypatch):
+    import clinalign.data.manifest as manifest_module
+
+    _jpg(tmp_path / "a.png")
+    ids = ["r0", "r1", "r2", "r1", "r3", "r2"]  # r1 repeats at line 5 (first line 3), r2 at line 7
+    manifest = _write_csv(
+        tmp_path / "m.csv", ["image", "label", "id"], [{"image": "a.png", "label": "x", "id": i} for i in ids]
+    )
+    message = r"m.csv, row at line 5: duplicate id 'r1' \(first at line 3\)"
+    with pytest.raises(DataError, match=message):
+        load_generic(manifest=manifest)  # the list form: at the row
+    seen = []
+    with pytest.raises(DataError, match=message):
+        for record in iter_generic(manifest=manifest):
+            seen.append(record.id)
+    assert seen == ids  # the stream keeps 8 bytes per row and reports the duplicate once it has read the file
+    # every id hashing alike: equal hashes are checked against the ids, so only a real duplicate is an error
+    monkeypatch.setattr(manifest_module, "hash", lambda _: 7, raising=False)
+    with pytest.raises(DataError, match=message):
+        list(iter_generic(manifest=manifest))
+    unique = _write_csv(
+        tmp_path / "u.csv",
+        ["image", "label", "id"],
+        [{"image": "a.png", "label": "x", "id": f"u{i}"} for i in range(5)],
+    )
+    assert [r.id for r in iter_generic(manifest=unique)] == [f"u{i}" for i in range(5)]

@@ -553,13 +553,13 @@ def load_origa(
 
 
 # ---------------------------------------------------------------------------------------------- generic
-def iter_generic(
-    data_root: str | os.PathLike[str] | None = None,
+def _generic_stream(
+    data_root: str | os.PathLike[str] | None,
+    manifest: str | os.PathLike[str] | None,
+    encoding: str,
     *,
-    manifest: str | os.PathLike[str] | None = None,
-    encoding: str = "utf-8",
+    duplicates_at_end: bool,
 ) -> DatasetStream:
-    """:func:`load_generic` row by row (only the ids seen so far are kept, to report a duplicate's first line)."""
     if manifest is None:
         raise ConfigError("the generic dataset needs a manifest: pass manifest= (--manifest FILE).")
     path = Path(manifest)
@@ -567,13 +567,30 @@ def iter_generic(
         raise DataError(f"{path}: manifest not found. Check the path.")
 
     def rows(tally: _Tally) -> Iterator[Record]:
-        for record in iter_manifest(path, image_root=data_root, check_images=False, encoding=encoding):
+        records = iter_manifest(
+            path, image_root=data_root, check_images=False, encoding=encoding, duplicates_at_end=duplicates_at_end
+        )
+        for record in records:
             if Path(record.image).is_file():
                 yield record
             else:
                 tally.miss(str(record.image), f"{manifest}: image of record '{record.id}' not found")
 
     return DatasetStream(path, rows)
+
+
+def iter_generic(
+    data_root: str | os.PathLike[str] | None = None,
+    *,
+    manifest: str | os.PathLike[str] | None = None,
+    encoding: str = "utf-8",
+) -> DatasetStream:
+    """:func:`load_generic` row by row.
+
+    Memory holds an 8-byte hash per row (not the records): a duplicate id is reported, naming both lines,
+    when the iteration reaches the end of the manifest (:func:`load_generic` reports it at its row).
+    """
+    return _generic_stream(data_root, manifest, encoding, duplicates_at_end=True)
 
 
 def load_generic(
@@ -587,7 +604,8 @@ def load_generic(
     Relative image paths resolve against ``data_root`` (default: the manifest's folder); rows whose
     image file is missing are reported in :attr:`DatasetLoad.missing`.
     """
-    return iter_generic(data_root, manifest=manifest, encoding=encoding).load()
+    # a duplicate id is reported at its row, before any later bad row (as read_manifest does)
+    return _generic_stream(data_root, manifest, encoding, duplicates_at_end=False).load()
 
 
 # ----------------------------------------------------------------------------------------------- registry

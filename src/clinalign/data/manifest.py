@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,17 +81,21 @@ def iter_manifest(
     split: str | None = None,
     check_images: bool = True,
     encoding: str = "utf-8",
+    duplicates_at_end: bool = False,
 ) -> Iterator[Record]:
     """:func:`read_manifest` one record at a time, reading the file as it goes.
 
-    The same records and errors, each raised when the iteration reaches its row. Only the ids seen so
-    far are kept (to name the first line of a duplicate id), not the records.
+    The same records and errors, each raised when the iteration reaches its row. To name the first line
+    of a duplicate id, the ids seen so far are kept (not the records); with ``duplicates_at_end`` only an
+    8-byte hash per row is kept and a duplicate id is reported (with the same message) once the last row
+    is read, after the records before it were yielded.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found. Check the path.")
     root = Path(image_root) if image_root is not None else path.parent
     seen: dict[str, int] = {}
+    hashes = array("q")
     yielded = False
     for line, row in iter_manifest_rows(path, encoding=encoding):
         for required in ("image", "label"):
@@ -105,11 +110,12 @@ def iter_manifest(
         if check_images and not image.is_file():
             raise DataError(f"{path}, row at line {line}: image '{row['image']}' not found (looked for {image}).")
         record_id = str(row.get("id") or row["image"])
-        if record_id in seen:
-            raise DataError(
-                f"{path}, row at line {line}: duplicate id '{record_id}' (first at line {seen[record_id]})."
-            )
-        seen[record_id] = line
+        if duplicates_at_end:
+            hashes.append(hash(record_id))
+        else:
+            if record_id in seen:
+                raise DataError(_duplicate(path, line, record_id, seen[record_id]))
+            seen[record_id] = line
         row_split = row.get("split") or None
         if split is not None and row_split != split:
             continue
@@ -124,6 +130,30 @@ def iter_manifest(
                 metadata={k: v for k, v in row.items() if k not in _KNOWN},
             )
         )
+    if duplicates_at_end:
+        _check_hashed_ids(path, hashes, encoding)
     if not yielded:
         where = f" with split '{split}'" if split is not None else ""
         raise DataError(f"{path}: the manifest has no rows{where}.")
+
+
+def _duplicate(path: Path, line: int, record_id: str, first: int) -> str:
+    return f"{path}, row at line {line}: duplicate id '{record_id}' (first at line {first})."
+
+
+def _check_hashed_ids(path: Path, hashes: array, encoding: str) -> None:
+    """Raise the duplicate-id error of :func:`read_manifest` if two rows share an id (``hashes``: one per row)."""
+    import numpy as np
+
+    ordered = np.sort(np.frombuffer(hashes, dtype=np.int64))
+    suspects = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    if not suspects:
+        return
+    # equal hashes: read the file again, keeping only the ids with those hashes (a collision is no duplicate)
+    seen: dict[str, int] = {}
+    for line, row in iter_manifest_rows(path, encoding=encoding):
+        record_id = str(row.get("id") or row["image"])
+        if hash(record_id) in suspects:
+            if record_id in seen:
+                raise DataError(_duplicate(path, line, record_id, seen[record_id]))
+            seen[record_id] = line

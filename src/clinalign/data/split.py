@@ -17,9 +17,11 @@ def patient_key(record: Record) -> str:
     return record.patient_id if record.patient_id is not None else f"\0record:{record.id}"
 
 
-def _majority(labels: str | Counter[str]) -> str:
+def _majority(labels: str | tuple[str, int] | Counter[str]) -> str:
     if isinstance(labels, str):
         return labels
+    if isinstance(labels, tuple):
+        return labels[0]
     return max(sorted(labels), key=lambda label: labels[label])
 
 
@@ -45,16 +47,20 @@ def patient_split_map(
     names = list(fractions)
     weights = [fractions[n] / total for n in names]
 
-    # patient -> the label of its one record (the usual case), or a Counter once it has a second record
-    labels_of: dict[str, str | Counter[str]] = {}
+    # patient -> the label of its records while they share one (label, or (label, count) from the second
+    # record on), a Counter once they differ; labels are interned so a patient costs its key and a reference
+    labels_of: dict[str, str | tuple[str, int] | Counter[str]] = {}
+    interned: dict[str, str] = {}
     for record in records:
         patient = patient_key(record)
-        label = record.label if stratify else ""
+        label = interned.setdefault(record.label, record.label) if stratify else ""
         held = labels_of.get(patient)
         if held is None:
             labels_of[patient] = label
         elif isinstance(held, str):
-            labels_of[patient] = Counter((held, label))
+            labels_of[patient] = (label, 2) if held == label else Counter((held, label))
+        elif isinstance(held, tuple):
+            labels_of[patient] = (label, held[1] + 1) if held[0] == label else Counter({held[0]: held[1], label: 1})
         else:
             held[label] += 1
     strata: dict[str, list[str]] = defaultdict(list)

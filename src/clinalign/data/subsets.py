@@ -242,13 +242,14 @@ class SplitManifest:
         """The split.json of ``records`` (read once; only their ids and labels are kept)."""
         ids: dict[str, list[str]] = defaultdict(list)
         labels: dict[str, str] = {}
+        interned: dict[str, str] = {}  # one string per label, not one per record
         missing: list[str] = []
         for record in records:
             if record.split is None:
                 missing.append(record.id)
                 continue
             ids[str(record.split)].append(record.id)
-            labels[record.id] = record.label
+            labels[record.id] = interned.setdefault(record.label, record.label)
         if missing:
             raise DataError(f"{len(missing)} records have no split (first: {missing[0]!r}); assign splits first.")
         return cls(
