@@ -291,3 +291,37 @@ def test_a_duplicate_id_is_reported_with_both_lines_at_the_end_of_the_stream(tmp
         [{"image": "a.png", "label": "x", "id": f"u{i}"} for i in range(5)],
     )
     assert [r.id for r in iter_generic(manifest=unique)] == [f"u{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"per_class": 3},
+        {"shots": 2},
+        {"per_class": 4, "shots": 1},
+        {"split_file": True},
+        {"split_file": True, "per_class": 2},
+    ],
+)
+def test_sampling_selections_over_a_stream_equal_select_records(tmp_path, options):
+    rng = random.Random(11)
+    records = _random_records(rng, 300)
+    fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
+    options = dict(options)
+    if options.pop("split_file", False):
+        pinned = tmp_path / "pinned.csv"
+        chosen = rng.sample([r for r in records if r.label != "d"], 120)
+        pinned.write_text("id,split\n" + "".join(f"{r.id},{rng.choice(['train', 'test'])}\n" for r in chosen))
+        options["split_file"] = pinned
+    expected = select_records(
+        reference_patient_split(records, fractions, 5), seed=5, classes=["a", "b", "c"], **options
+    )
+    source = _CountingSource(records)
+    selection, manifest = select_streamed(
+        source, seed=5, classes=["a", "b", "c"], fractions=fractions, dataset="d", **options
+    )
+    assert list(selection) == expected
+    assert manifest is not None
+    assert manifest.to_dict() == SplitManifest.from_records(expected, seed=5, dataset="d").to_dict()
+    assert selection.split_counts == {k: len(v) for k, v in manifest.ids.items()}
+    assert len(expected) < len(records)

@@ -120,3 +120,19 @@ def test_dry_run_and_limit_over_the_stream(tmp_path, capsys):
     args = ["enrich", "--dataset", "generic", "--manifest", str(manifest), "--dry-run", "--limit", "4"]
     code, stdout, err = run(args, capsys)
     assert code == 0 and "Dry run: 4 records" in stdout
+
+
+def test_per_class_and_shots_through_the_cli_equal_the_list_based_sampling(tmp_path, capsys):
+    from clinalign.data.subsets import select_records
+
+    manifest = _manifest(tmp_path, 60, split_column=True)
+    out = tmp_path / "out"
+    code, _, err = run(_export_args(manifest, out, "--per-class", "5", "--shots", "2", "--seed", "1"), capsys)
+    assert code == 0, err
+    expected = select_records(load_generic(manifest=manifest).records, seed=1, per_class=5, shots=2)
+    assert len(expected) == 2 * 3 + 5 * 3  # train: 2 shots per class; test: 5 per class
+    written = json.loads((out / "split.json").read_text())
+    assert written == SplitManifest.from_records(expected, seed=1, dataset="generic").to_dict()
+    assert _requests(out) == _reference_export(expected, tmp_path, LABELS)
+    code, _, err = run(_export_args(manifest, tmp_path / "o2", "--per-class", "50"), capsys)
+    assert code == 2 and "class 'keratosis' has 5 records, 50 asked" in err and not (tmp_path / "o2").exists()

@@ -175,24 +175,6 @@ def _loader_options(dataset: str, flags: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _load_records(
-    dataset: str,
-    data_root: Path | None,
-    flags: dict[str, Any],
-    split_fractions: str | None,
-    seed: int,
-) -> list[Any]:
-    """The dataset as a list (for the selections that need every record: --per-class, --shots, --split-file)."""
-    from clinalign.data import load_dataset, patient_split
-
-    loaded = load_dataset(dataset, data_root, **_loader_options(dataset, flags))
-    typer.echo(f"{dataset}: {loaded.summary()}", err=True)
-    records = loaded.records
-    if split_fractions is not None:
-        records = patient_split(records, _parse_fractions(split_fractions), seed=seed)
-    return records
-
-
 def _no_records_of_split(dataset: str, split: str, available: list[str]) -> DataError:
     return DataError(
         f"no {dataset} records with split {split!r} (splits present: {available}). Pick one of those, or "
@@ -215,12 +197,10 @@ def _select(
 ) -> tuple[Iterable[Any], Any]:
     """Records to enrich and the split.json to write beside them (None when records carry no split).
 
-    Without --protocol, --per-class, --shots and --split-file the dataset is read row by row (a few passes,
-    none holding the records): the records come back as a re-iterable selection, not a list.
+    Without --protocol the dataset is read row by row (a few passes, none holding the records): the records
+    come back as a re-iterable selection, not a list.
     """
-    from clinalign.data.subsets import SplitManifest, select_records
-
-    if protocol is None and per_class is None and shots is None and split_file is None:
+    if protocol is None:
         from clinalign.data import iter_dataset
         from clinalign.data.subsets import select_streamed
 
@@ -228,7 +208,14 @@ def _select(
         fractions = None if split_fractions is None else _parse_fractions(split_fractions)
         try:
             selection, manifest = select_streamed(
-                stream, seed=seed, classes=classes, fractions=fractions, dataset=dataset
+                stream,
+                seed=seed,
+                classes=classes,
+                fractions=fractions,
+                per_class=per_class,
+                shots=shots,
+                split_file=split_file,
+                dataset=dataset,
             )
         finally:
             if stream.complete:  # the dataset was read to the end (a later check may still refuse it)
@@ -238,32 +225,25 @@ def _select(
         if not selection.split_counts.get(split):
             raise _no_records_of_split(dataset, split, sorted({str(s) for s in selection.split_counts}))
         return selection.only_split(split), manifest
-    if protocol is None:
-        records = _load_records(dataset, data_root, flags, split_fractions, seed)
-        records = select_records(
-            records, seed=seed, classes=classes, per_class=per_class, shots=shots, split_file=split_file
-        )
-        has_split = bool(records) and all(r.split is not None for r in records)
-        manifest = SplitManifest.from_records(records, seed=seed, dataset=dataset) if has_split else None
-    else:
-        from clinalign.protocols.commands import protocol_records
+    # --protocol: the protocol's own preparation of the records (a list)
+    from clinalign.protocols.commands import protocol_records
 
-        if split_fractions is not None:
-            raise ConfigError(f"--split-fractions contradicts --protocol {protocol}, which fixes the split.")
-        run = protocol_records(
-            protocol,
-            dataset,
-            data_root,
-            _loader_options(dataset, flags),
-            seed=seed,
-            classes=classes,
-            per_class=per_class,
-            shots=shots,
-            split_file=split_file,
-        )
-        typer.echo(f"{dataset}: {run.loaded_summary}", err=True)
-        typer.echo(f"protocol {protocol}: {run.prepared.summary()}", err=True)
-        records, manifest = run.prepared.records, run.prepared.split
+    if split_fractions is not None:
+        raise ConfigError(f"--split-fractions contradicts --protocol {protocol}, which fixes the split.")
+    run = protocol_records(
+        protocol,
+        dataset,
+        data_root,
+        _loader_options(dataset, flags),
+        seed=seed,
+        classes=classes,
+        per_class=per_class,
+        shots=shots,
+        split_file=split_file,
+    )
+    typer.echo(f"{dataset}: {run.loaded_summary}", err=True)
+    typer.echo(f"protocol {protocol}: {run.prepared.summary()}", err=True)
+    records, manifest = run.prepared.records, run.prepared.split
     if split is not None:
         available = sorted({str(r.split) for r in records})
         records = [r for r in records if r.split == split]

@@ -365,11 +365,14 @@ def select_records(
     return out
 
 
+_NO_IMAGE = Path()
+
+
 class StreamedSelection:
     """Records of a dataset read row by row, with a patient split assigned and filtered by class and split.
 
     Re-iterable: each iteration reads the source again (see :func:`select_streamed`), so the records are
-    never all in memory.
+    never all in memory. ``chosen`` (record id -> split), when set, keeps only those records, with that split.
     """
 
     def __init__(
@@ -377,19 +380,23 @@ class StreamedSelection:
         source: Iterable[Record],
         *,
         assignment: Mapping[str, str] | None = None,
-        classes: Sequence[str] | None = None,
+        classes: Iterable[str] | None = None,
         split: str | None = None,
+        chosen: Mapping[str, str | None] | None = None,
     ) -> None:
         self.source = source
         self.assignment = assignment
         self.classes = None if not classes else set(classes)
         self.split = split
+        self.chosen = chosen
         # split -> number of selected records (None: records without a split), set by select_streamed
         self.split_counts: Counter[str | None] = Counter()
 
     def only_split(self, split: str) -> StreamedSelection:
         """The same selection restricted to the records of ``split``."""
-        return StreamedSelection(self.source, assignment=self.assignment, classes=self.classes, split=split)
+        return StreamedSelection(
+            self.source, assignment=self.assignment, classes=self.classes, split=split, chosen=self.chosen
+        )
 
     def __iter__(self) -> Iterator[Record]:
         records: Iterable[Record] = self.source
@@ -398,6 +405,11 @@ class StreamedSelection:
         for record in records:
             if self.classes is not None and record.label not in self.classes:
                 continue
+            if self.chosen is not None:
+                if record.id not in self.chosen:
+                    continue
+                if self.chosen[record.id] != record.split:
+                    record = dataclasses.replace(record, split=self.chosen[record.id])
             if self.split is not None and record.split != self.split:
                 continue
             yield record
@@ -409,17 +421,21 @@ def select_streamed(
     seed: int = 0,
     classes: Sequence[str] | None = None,
     fractions: Mapping[str, float] | None = None,
+    per_class: int | None = None,
+    shots: int | None = None,
+    split_file: str | os.PathLike[str] | None = None,
     dataset: str | None = None,
 ) -> tuple[StreamedSelection, SplitManifest | None]:
-    """:func:`select_records` with ``classes`` (and a seeded patient split) without holding the records.
+    """:func:`select_records` (after a seeded patient split with ``fractions``) without holding the records.
 
-    ``source`` must be re-iterable (e.g. a :class:`~clinalign.data.adapters.DatasetStream`); it is read
-    once to count (or, with ``fractions``, to deal the patients to splits exactly as
-    :func:`~clinalign.data.split.patient_split` does, keeping one entry per patient), and once more to
-    build the ``split.json`` when every selected record has a split (that pass keeps the selected ids and
-    labels, which split.json lists). Returns the selection (records in source order, the same as
-    ``select_records(list(source), classes=classes)`` after ``patient_split``) and the split.json, or
-    ``None`` when a selected record has no split.
+    ``source`` must be re-iterable (e.g. a :class:`~clinalign.data.adapters.DatasetStream`). It is read
+    once to count the labels (or, with ``fractions``, to deal the patients to splits exactly as
+    :func:`~clinalign.data.split.patient_split` does, keeping one entry per patient). ``per_class``,
+    ``shots`` and ``split_file`` need the whole set: one more pass keeps each record's id, label and split
+    only (not its image path or metadata) and samples them with :func:`select_records`, so the choice is
+    the same. Without them, one more pass builds the ``split.json`` when every selected record has a split
+    (split.json lists their ids and labels). Returns the selection (records in source order, the same as
+    ``select_records`` on the list) and the split.json, or ``None`` when a selected record has no split.
     """
     split_of_source: Counter[str | None] = Counter()
     labels: Counter[str] = Counter()
@@ -440,6 +456,19 @@ def select_streamed(
     if classes:
         classes = check_classes(labels, classes)
     selection = StreamedSelection(source, assignment=assignment, classes=classes)
+    if per_class is not None or shots is not None or split_file is not None:
+        interned: dict[str, str] = {}
+        skeletons = [
+            Record(id=r.id, image=_NO_IMAGE, label=interned.setdefault(r.label, r.label), split=r.split)
+            for r in selection
+        ]
+        chosen = select_records(skeletons, seed=seed, per_class=per_class, shots=shots, split_file=split_file)
+        del skeletons
+        selection.chosen = {r.id: r.split for r in chosen}
+        selection.split_counts = Counter(r.split for r in chosen)
+        if not chosen or None in selection.split_counts:
+            return selection, None
+        return selection, SplitManifest.from_records(chosen, seed=seed, dataset=dataset)
     if assignment is None and (not split_of_source or None in split_of_source):
         selection.split_counts = split_of_source
         return selection, None
