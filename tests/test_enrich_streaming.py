@@ -136,3 +136,45 @@ def test_per_class_and_shots_through_the_cli_equal_the_list_based_sampling(tmp_p
     assert _requests(out) == _reference_export(expected, tmp_path, LABELS)
     code, _, err = run(_export_args(manifest, tmp_path / "o2", "--per-class", "50"), capsys)
     assert code == 2 and "class 'keratosis' has 5 records, 50 asked" in err and not (tmp_path / "o2").exists()
+
+
+class _Passes:
+    """A re-iterable source of records that counts its passes and the records handed out."""
+
+    def __init__(self, records) -> None:
+        self.records, self.passes, self.handed = records, 0, 0
+
+    def __iter__(self):
+        self.passes += 1
+        for record in self.records:
+            self.handed += 1
+            yield record
+
+
+def test_live_enrich_reads_a_reiterable_source_twice_and_never_ahead(tmp_path, monkeypatch):
+    from enrich_fixtures import fast_config
+
+    from clinalign.enrich import enrich
+    from clinalign.enrich.testing import LoopbackServer, valid_reply_handler
+
+    monkeypatch.setenv("CLINALIGN_TEST_KEY", "sk-stream-test-key-0123")
+    records = make_records(tmp_path / "img", [LABELS[i % 3] for i in range(12)], size=8)
+    preset = get_preset("generic").with_classes(LABELS)
+    source = _Passes(records)
+    handed_at_request: list[int] = []
+    answer = valid_reply_handler(preset)
+
+    def handler(body, number):
+        handed_at_request.append(source.handed)
+        return answer(body, number)
+
+    with LoopbackServer(handler) as server:
+        result = enrich(source, preset, fast_config(server.url, concurrency=2), tmp_path / "streamed")
+        listed = enrich(records, preset, fast_config(server.url, concurrency=2, limit=5), tmp_path / "listed")
+    assert result.succeeded == 12 and result.total == 12 and source.passes == 2
+    # a first pass for ids and labels, then records taken one at a time as the 2 workers need them
+    assert min(handed_at_request) <= 12 + 2
+    enriched = [json.loads(line)["id"] for line in (tmp_path / "streamed" / "enriched.jsonl").read_text().splitlines()]
+    assert sorted(enriched) == sorted(r.id for r in records)
+    assert {k: v["total"] for k, v in result.per_label.items()} == {"melanoma": 4, "nevus": 4, "keratosis": 4}
+    assert listed.total == 5 and listed.succeeded == 5

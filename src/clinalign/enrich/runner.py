@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -274,6 +275,23 @@ def prepare(records: Iterable[Record], preset: Preset, config: EnrichConfig) -> 
     return records, _check_labels(sorted({r.label for r in records}), preset)
 
 
+def _index(records: Iterable[Record], limit: int | None) -> dict[str, str]:
+    """id -> label of the records a run considers (the first ``limit``), read once; a repeated id is an error."""
+    given: dict[str, str] = {}
+    beyond: set[str] = set()  # ids past the limit (checked for duplicates too)
+    interned: dict[str, str] = {}
+    for record in records:
+        if record.id in given or record.id in beyond:
+            raise DataError(f"duplicate record id {record.id!r}: ids must be unique to resume runs safely.")
+        if not limit or len(given) < limit:
+            given[record.id] = interned.setdefault(record.label, record.label)
+        else:
+            beyond.add(record.id)
+    if not given:
+        raise DataError("no records to enrich: the dataset is empty after filtering.")
+    return given
+
+
 def dry_run(records: Iterable[Record], preset: Preset, config: EnrichConfig) -> str:
     """The system prompt, schema and first request exactly as they would be sent (image data elided).
 
@@ -322,7 +340,6 @@ class _Run:
 
     def __init__(
         self,
-        records: list[Record],
         preset: Preset,
         config: EnrichConfig,
         out_dir: Path,
@@ -331,7 +348,6 @@ class _Run:
         checklist_texts: dict[str, str | None],
         prompt_budget: TokenBudget,
     ) -> None:
-        self.records = records
         self.preset = preset
         self.config = config
         self.out_dir = out_dir
@@ -422,12 +438,9 @@ class _Run:
         await self._append(ENRICHED_FILE, row)
         self.succeeded += 1
 
-    async def worker(self, queue: asyncio.Queue[Record]) -> None:
-        while True:
-            try:
-                record = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
+    async def worker(self, pending: Iterator[Record]) -> None:
+        # the workers share one iterator: next() never awaits, so no two workers take the same record
+        for record in pending:
             await self.process(record)
             if self.bar is not None:
                 self.bar.update(1)
@@ -531,7 +544,12 @@ async def aenrich(
 ) -> EnrichResult:
     """Async form of :func:`enrich` (use it inside a running event loop)."""
     started = time.perf_counter()
-    records, preset = prepare(records, preset, config)
+    if iter(records) is records:  # a one-shot iterator cannot be read twice: hold it
+        records = list(records)
+    # first pass: ids (unique) and labels; the records themselves are read again for the requests
+    given = _index(records, config.limit)
+    labels = sorted(set(given.values()))
+    preset = _check_labels(labels, preset)
     out = Path(out_dir)
     if (out / "batch" / "state.sqlite").is_file():
         raise ConfigError(
@@ -544,35 +562,34 @@ async def aenrich(
 
     done = _done_ids(out, preset)
     previous_failures = _compact_failures(out, done)
-    given = {r.id for r in records}
-    already_done = len(given & done)
-    pending = [r for r in records if r.id not in done]
-    if not config.retry_failures:
-        pending = [r for r in pending if r.id not in previous_failures]
+    already_done = sum(1 for i in given if i in done)
 
-    labels = sorted({r.label for r in records})
+    def wanted(record_id: str) -> bool:
+        return record_id not in done and (config.retry_failures or record_id not in previous_failures)
+
+    n_pending = sum(1 for i in given if wanted(i))
+    retried = sum(1 for i in given if wanted(i) and i in previous_failures)
+    pending = (r for r in itertools.islice(records, config.limit or None) if wanted(r.id))
+
     prompt_budget, checklist_texts, checklist_trims = run_texts(preset, config, counter, labels, checklists)
     write_run_files(out, preset, config)
 
     client = ChatClient(config, api_key, sleep=sleep or asyncio.sleep)
-    run = _Run(records, preset, config, out, client, api_key, checklist_texts, prompt_budget)
-    queue: asyncio.Queue[Record] = asyncio.Queue()
-    for record in pending:
-        queue.put_nowait(record)
-    if pending:
+    run = _Run(preset, config, out, client, api_key, checklist_texts, prompt_budget)
+    if n_pending:
         logger.info(
             "enriching %d records (%d already done, %d earlier failures retried) with %d concurrent requests",
-            len(pending),
+            n_pending,
             already_done,
-            len([r for r in pending if r.id in previous_failures]),
+            retried,
             config.concurrency,
         )
     try:
-        if config.progress and pending:
+        if config.progress and n_pending:
             from tqdm.auto import tqdm
 
-            run.bar = tqdm(total=len(pending), unit="rec", desc="enrich", dynamic_ncols=True)
-        tasks = [asyncio.create_task(run.worker(queue)) for _ in range(min(config.concurrency, len(pending)))]
+            run.bar = tqdm(total=n_pending, unit="rec", desc="enrich", dynamic_ncols=True)
+        tasks = [asyncio.create_task(run.worker(pending)) for _ in range(min(config.concurrency, n_pending))]
         if tasks:
             finished, unfinished = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in unfinished:
@@ -597,14 +614,14 @@ async def aenrich(
             raise EndpointError(f"nothing was enriched: {message}")
 
     per_label: dict[str, dict[str, int]] = {}
-    for record in records:
-        row = per_label.setdefault(record.label, {"done": 0, "failed": 0, "total": 0})
+    for record_id, label in given.items():
+        row = per_label.setdefault(label, {"done": 0, "failed": 0, "total": 0})
         row["total"] += 1
-        row["done"] += record.id in done_now
-        row["failed"] += record.id in failing
+        row["done"] += record_id in done_now
+        row["failed"] += record_id in failing
     return EnrichResult(
         out_dir=out,
-        total=len(records),
+        total=len(given),
         already_done=already_done,
         succeeded=run.succeeded,
         failed=sum(run.failed.values()),
@@ -631,8 +648,9 @@ def enrich(
 ) -> EnrichResult:
     """Enrich ``records`` with ``preset`` into ``out_dir`` (resuming what is there); see the module docstring.
 
-    Live mode holds the records in a list (any iterable is accepted); ``--mode batch``/``export``
-    (:mod:`clinalign.enrich.batch`) stream them instead.
+    ``records`` may be any iterable; a re-iterable one (a list, a :class:`~clinalign.data.DatasetStream`)
+    is read twice and never held: a first pass keeps each id and label (to check ids, count and resume),
+    the second feeds the requests. A one-shot iterator is collected into a list first.
 
     Every record ends either in ``enriched.jsonl`` (validated, with ``t_ep``) or in ``failures.jsonl``
     (with a reason). An endpoint that rejects every request (bad key, unknown model) stops the run with
