@@ -299,21 +299,17 @@ def dry_run(records: Iterable[Record], preset: Preset, config: EnrichConfig) -> 
     """
     import json
 
-    first: Record | None = None
-    seen: set[str] = set()
-    labels: set[str] = set()
-    for record in records:
-        if record.id in seen:
-            raise DataError(f"duplicate record id {record.id!r}: ids must be unique to resume runs safely.")
-        seen.add(record.id)
-        if config.limit and len(seen) > config.limit:
-            continue  # past --limit: checked for duplicates (as a run would), not counted
-        first = first or record
-        labels.add(record.label)
-    if first is None:
-        raise DataError("no records to enrich: the dataset is empty after filtering.")
-    n = min(len(seen), config.limit) if config.limit else len(seen)
-    preset = _check_labels(sorted(labels), preset)
+    firsts: list[Record] = []
+
+    def keep_first() -> Iterator[Record]:
+        for record in records:
+            if not firsts:
+                firsts.append(record)
+            yield record
+
+    given = _index(keep_first(), config.limit)
+    preset = _check_labels(sorted(set(given.values())), preset)
+    first, n = firsts[0], len(given)
     try:
         url = image_data_url(first.image, max_side=config.max_image_side, quality=config.jpeg_quality)
         shown_url = f"{url[:40]}...<{len(url)} characters of base64 JPEG, longer side <= {config.max_image_side}px>"
