@@ -12,15 +12,35 @@ from clinalign.training import StopRequest, TrainConfig, check_resume_config, co
 
 
 def test_stop_request_records_first_signal_and_restores_handlers(capsys):
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    with StopRequest() as stop:
-        assert stop.installed and stop.signum is None
-        os.kill(os.getpid(), signal.SIGTERM)  # would end the test process without the handler
-        assert stop.signum == signal.SIGTERM
-        assert "SIGTERM received: finishing the current step" in capsys.readouterr().err
-        with pytest.raises(KeyboardInterrupt):  # a second signal gives up the graceful stop
+    # a background job of a non-interactive shell inherits SIGINT ignored, and a second signal restores the
+    # previous disposition: give SIGINT Python's default handler for this test, whatever launched pytest
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        with StopRequest() as stop:
+            assert stop.installed and stop.signum is None
+            os.kill(os.getpid(), signal.SIGTERM)  # would end the test process without the handler
+            assert stop.signum == signal.SIGTERM
+            assert "SIGTERM received: finishing the current step" in capsys.readouterr().err
+            with pytest.raises(KeyboardInterrupt):  # a second signal gives up the graceful stop
+                os.kill(os.getpid(), signal.SIGINT)
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def test_second_signal_keeps_an_ignored_disposition():
+    # launched with SIGINT ignored (nohup, a background job), the second SIGINT restores "ignored": no exit
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequest() as stop:
             os.kill(os.getpid(), signal.SIGINT)
-    assert {s: signal.getsignal(s) for s in before} == before
+            assert stop.signum == signal.SIGINT
+            os.kill(os.getpid(), signal.SIGINT)  # restored to SIG_IGN, then re-raised: ignored
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_config_changes_allow_list_and_schedule_length():
