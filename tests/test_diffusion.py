@@ -238,3 +238,11 @@ def test_generate_to_dir_is_deterministic_and_resumes(model, tmp_path):
     # resume: a rerun writes nothing new
     generate_to_dir(model, rows, tmp_path / "g1", batch_size=3, **kwargs)
     assert len(read_jsonl(m1)) == 4
+    # other sampling settings would mix two sets in one folder: refused, nothing written
+    before = sorted(p.name for p in (tmp_path / "g1" / "images").iterdir())
+    with pytest.raises(ConfigError, match=r"guidance_scale: 7\.5 -> 3\.0.*new --out, or pass --overwrite"):
+        generate_to_dir(model, rows, tmp_path / "g1", **{**kwargs, "guidance_scale": 3.0})
+    assert sorted(p.name for p in (tmp_path / "g1" / "images").iterdir()) == before
+    # more samples per prompt with the same settings add images (each has its own seed)
+    generate_to_dir(model, rows, tmp_path / "g1", batch_size=3, **{**kwargs, "n_per_prompt": 3})
+    assert len(read_jsonl(m1)) == 6

@@ -9,7 +9,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,6 +160,30 @@ def _merge_parts(out: Path) -> list[dict[str, Any]]:
     return kept
 
 
+#: settings a rerun may change without making the folder's images inconsistent (more samples per prompt
+#: add images with their own seeds; the prompts file may move)
+_RERUN_MAY_CHANGE = frozenset({"n_per_prompt", "prompts"})
+
+
+def _check_same_settings(path: Path, settings: Mapping[str, Any]) -> None:
+    """Refuse to add images to a folder whose images were made with other settings (a mixed set)."""
+    from clinalign.utils.io import read_json
+
+    if not path.is_file():
+        return
+    saved = read_json(path)
+    changed = [
+        f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}"
+        for key in sorted(set(saved) | set(settings))
+        if key not in _RERUN_MAY_CHANGE and saved.get(key) != settings.get(key)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{path.parent} already holds images made with other settings ({'; '.join(changed)}); adding to it "
+            "would mix two sets. Write to a new --out, or pass --overwrite to start that folder over."
+        )
+
+
 def generate_images(
     model: DiffusionModel,
     prompts: Sequence[PromptRow],
@@ -228,6 +252,8 @@ def generate_images(
     def prepare() -> list[tuple[int, int]]:
         (out / "images").mkdir(parents=True, exist_ok=True)
         done = {row["file"] for row in _merge_parts(out)}
+        if done:
+            _check_same_settings(out / "generate_config.json", settings)
         write_json(out / "generate_config.json", settings)
         (out / PARTS_DIR).mkdir(exist_ok=True)
         return [(p, j) for p in range(len(prompts)) for j in range(n_per_prompt) if _image_file(p, j) not in done]
