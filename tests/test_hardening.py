@@ -486,3 +486,14 @@ def test_train_lock_is_taken_by_the_main_process_only(tmp_path, capsys, monkeypa
         monkeypatch.setenv("RANK", "1")
         code, _, err = run(["train", "--config", str(config)], capsys)
         assert code == 2 and "in use" not in err  # rank 1 went past the lock, to the (missing) data
+
+
+@pytest.mark.parametrize("reader", ["read_json", "read_jsonl"])
+def test_json_readers_name_the_file_and_line_of_a_non_utf8_byte(tmp_path, reader):
+    from clinalign.errors import DataError
+    from clinalign.utils import io
+
+    path = tmp_path / "checklists.json"
+    path.write_bytes('{"a": 1,\n "b": "café"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"checklists\.json, line 2 \(byte offset 19\): not valid utf-8 text"):
+        getattr(io, reader)(path)

@@ -83,13 +83,29 @@ def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> No
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def decode_text(path: Path, raw: bytes, encoding: str) -> str:
+    """Decode ``raw`` (the bytes of ``path``); an invalid byte is a :class:`DataError` naming line and offset."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}, line {line} (byte offset {exc.start}): not valid {encoding} text ({exc.reason}). Save the file "
+            "as UTF-8, or pass its encoding (e.g. --encoding latin-1)."
+        ) from None
+    except LookupError:
+        raise DataError(
+            f"unknown text encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1."
+        ) from None
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file, naming the file in the error when it is missing or malformed."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found. Check the path.")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(decode_text(path, path.read_bytes(), "utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
 
@@ -118,7 +134,7 @@ def read_jsonl(path: str | os.PathLike[str], *, skip_truncated_tail: bool = True
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found. Check the path.")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = decode_text(path, path.read_bytes(), "utf-8").splitlines()
     rows: list[dict[str, Any]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

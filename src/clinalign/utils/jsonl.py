@@ -19,23 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clinalign.errors import DataError
-from clinalign.utils.io import atomic_write_text
-
-
-def decode_text(path: Path, raw: bytes, encoding: str) -> str:
-    """Decode ``raw`` (the bytes of ``path``); an invalid byte is a :class:`DataError` naming line and offset."""
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{path}, line {line} (byte offset {exc.start}): not valid {encoding} text ({exc.reason}). Save the file "
-            "as UTF-8, or pass its encoding (e.g. --encoding latin-1)."
-        ) from None
-    except LookupError:
-        raise DataError(
-            f"unknown text encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1."
-        ) from None
+from clinalign.utils.io import atomic_write_text, decode_text
 
 
 def _parse(path: Path, number: int, line: str) -> dict[str, Any]:
