@@ -135,7 +135,7 @@ def _image_part(path: Path, endpoint: EnrichConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the run
 
 
-async def _run_jobs(
+async def run_jobs(
     jobs: list[dict[str, Any]], client: ChatClient, endpoint: EnrichConfig, log: Path, usage: Usage
 ) -> list[str]:
     """Send every job (messages, validator, schema, record) with bounded concurrency; append results to ``log``."""
@@ -205,7 +205,11 @@ def _audit_jobs(
     return jobs
 
 
-def _rank_jobs(methods: dict[str, MethodImages], config: JudgeConfig, done: set[str]) -> list[dict[str, Any]]:
+def rank_jobs(methods: dict[str, MethodImages], config: JudgeConfig, done: set[str]) -> list[dict[str, Any]]:
+    """Blinded ranking requests: one per shared case not in ``done``, methods shuffled behind letters A, B, ...
+
+    Used by ``evaluate judge`` and by ``clinalign pairs --judge mllm:...`` (which ranks seed samples as methods).
+    """
     names = list(methods)
     if len(names) < 2:
         raise ConfigError(f"ranking compares at least 2 methods, got {len(names)}.")
@@ -247,7 +251,7 @@ def _rank_jobs(methods: dict[str, MethodImages], config: JudgeConfig, done: set[
     return jobs
 
 
-def _done(log: Path) -> set[str]:
+def judged_keys(log: Path) -> set[str]:
     """Keys already judged; a torn last line (a run killed mid-append) is cut off with a warning, so it is redone."""
     from clinalign.utils.jsonl import repair_jsonl
 
@@ -277,9 +281,9 @@ def evaluate_judge(config: JudgeConfig, *, api_key: str | None = None) -> CheckR
     audit_log, rank_log = out / AUDIT_LOG, out / RANK_LOG
     jobs: list[tuple[list[dict[str, Any]], Path]] = []
     if checklists is not None:
-        jobs.append((_audit_jobs(methods, checklists, config, _done(audit_log)), audit_log))
+        jobs.append((_audit_jobs(methods, checklists, config, judged_keys(audit_log)), audit_log))
     if config.task in ("rank", "both"):
-        jobs.append((_rank_jobs(methods, config, _done(rank_log)), rank_log))
+        jobs.append((rank_jobs(methods, config, judged_keys(rank_log)), rank_log))
     key = api_key if api_key is not None else resolve_api_key(config.endpoint)
     usage = Usage()
     failures: list[str] = []
@@ -288,7 +292,7 @@ def evaluate_judge(config: JudgeConfig, *, api_key: str | None = None) -> CheckR
         client = ChatClient(config.endpoint, key)
         try:
             for batch, log in jobs:
-                failures.extend(await _run_jobs(batch, client, config.endpoint, log, usage))
+                failures.extend(await run_jobs(batch, client, config.endpoint, log, usage))
         finally:
             await client.aclose()
 

@@ -79,12 +79,12 @@ class MLLMJudge:
         from clinalign.enrich.client import ChatClient, resolve_api_key
         from clinalign.enrich.pricing import Usage
         from clinalign.evaluation.inputs import MethodImages
-        from clinalign.evaluation.judge import JudgeConfig, _done, _rank_jobs, _run_jobs
+        from clinalign.evaluation.judge import JudgeConfig, judged_keys, rank_jobs, run_jobs
         from clinalign.utils.io import read_jsonl
         from clinalign.utils.seeding import mix_seeds
 
         self.usage, self.failures = Usage(), []
-        done = _done(log) if log.is_file() else set()
+        done = judged_keys(log) if log.is_file() else set()
         jobs = []
         for number, (key, (prompt, paths)) in enumerate(cases.items()):
             if key in done:
@@ -103,7 +103,7 @@ class MLLMJudge:
                 endpoint=self.endpoint,
                 out=str(log.parent),
             )
-            (job,) = _rank_jobs(candidates, config, set())
+            (job,) = rank_jobs(candidates, config, set())
             job["record"] = {**job["record"], "key": key, "case": key}
             jobs.append(job)
         if jobs:
@@ -112,7 +112,7 @@ class MLLMJudge:
             async def run() -> None:
                 client = ChatClient(self.endpoint, api_key)
                 try:
-                    self.failures = await _run_jobs(jobs, client, self.endpoint, log, self.usage)
+                    self.failures = await run_jobs(jobs, client, self.endpoint, log, self.usage)
                 finally:
                     await client.aclose()
 
