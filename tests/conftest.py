@@ -16,7 +16,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+_threads = os.environ["OMP_NUM_THREADS"].split(",")[0].strip()  # OpenMP also allows a nested list "4,2"
+torch.set_num_threads(int(_threads) if _threads.isdigit() and int(_threads) > 0 else 1)
 
 
 @pytest.fixture(autouse=True)
