@@ -7,11 +7,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One CPU thread unless OMP_NUM_THREADS says otherwise (also for the CLI subprocesses tests start). The tiny
+# models' ops are too small to gain from intra-op threads, and two OpenMP threads on a busy 2-core machine
+# spin-wait on each other: a 16-step tiny training run took 207 s with 2 threads and 5.6 s with 1 under the
+# same load. One thread also matches the launched ranks of the distributed tests and docs/toy.md's numbers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+_threads = os.environ["OMP_NUM_THREADS"].split(",")[0].strip()  # OpenMP also allows a nested list "4,2"
+torch.set_num_threads(int(_threads) if _threads.isdigit() and int(_threads) > 0 else 1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,6 @@
-"""Every kind of usage error, through the real entry point: one message, the usage hint, exit 2, no traceback."""
+"""Every kind of usage error: one message, the usage hint, exit 2, no traceback. The kinds are checked in
+process through ``clinalign.cli.main`` (the console script's function); the real entry point
+(``python -m clinalign`` in a fresh process) is checked for a usage error of each family below."""
 
 from __future__ import annotations
 
@@ -7,6 +9,19 @@ import subprocess
 import sys
 
 import pytest
+
+
+def _run_in_process(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """``main(args)`` with the same environment as :func:`_run`: (exit code, stdout, stderr)."""
+    from clinalign.cli import main
+
+    monkeypatch.delenv("CLINALIGN_TRACEBACK", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -52,15 +67,30 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         "flag-combination",
     ],
 )
-def test_usage_error_exits_2_without_traceback(args, message, usage):
+def test_usage_error_exits_2_without_traceback(args, message, usage, capsys, monkeypatch):
+    code, out, err = _run_in_process(args, capsys, monkeypatch)
+    assert code == 2, err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert message in err
+    assert usage in err
+    assert "--help' for help." in err
+    error_lines = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["nosuchcommand"], ["train", "--nosuch"], ["score-cas"]],
+    ids=["unknown-command", "unknown-option", "missing-option"],
+)
+def test_usage_error_through_the_real_entry_point(args):
+    """The same as above in a fresh ``python -m clinalign`` process (the range and choice errors, the
+    input error, no arguments and --help are run this way further down)."""
     proc = _run(*args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    assert message in proc.stderr
-    assert usage in proc.stderr
-    assert "--help' for help." in proc.stderr
-    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert len(error_lines) == 1
+    assert "Usage: clinalign" in proc.stderr and "--help' for help." in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("Error:")]) == 1
 
 
 def test_out_of_range_names_the_range():
