@@ -13,12 +13,14 @@ from clinalign.errors import ConfigError
 from clinalign.toy import (
     CHECKLIST_ATTRIBUTES,
     CLASSES,
+    SKIN_TONES,
     ToyDerm,
     checklist,
     checklists,
     enriched_prompt,
     generate_split,
     render_image,
+    skin_tone_of,
     write_toyderm,
 )
 
@@ -158,3 +160,18 @@ def test_write_toyderm_files_and_rerun_identical(tmp_path):
     write_toyderm(tmp_path, n_train=8, n_test=4, seed=0)
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_skin_tone_of_reads_the_recorded_tone():
+    samples = generate_split("test", 120, seed=5)
+    read = [skin_tone_of(s.image) for s in samples]
+    assert np.mean([r == s.attributes.skin_tone for r, s in zip(read, samples, strict=True)]) > 0.9
+    assert set(read) == set(SKIN_TONES)
+    # an image drawn with a forced tone reads as that tone, whatever the class
+    for label in CLASSES:
+        for tone in ("very light", "dark"):
+            image, _ = render_image(label, 99, skin_tone=tone)
+            assert skin_tone_of(image) == tone
+            assert skin_tone_of(image.astype(np.float32) / 255) == tone
+    with pytest.raises(ConfigError, match="RGB image"):
+        skin_tone_of(np.zeros((8, 8)))

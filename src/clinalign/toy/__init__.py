@@ -9,6 +9,7 @@ from scratch by ``python -m clinalign.toy.build_assets``.
 from clinalign.toy.dataset import (
     CHECKLIST_ATTRIBUTES,
     CLASSES,
+    SKIN_TONES,
     ToyDerm,
     ToyDermAttributes,
     ToyDermFiles,
@@ -20,6 +21,7 @@ from clinalign.toy.dataset import (
     generate_split,
     label_prompt,
     render_image,
+    skin_tone_of,
     write_toyderm,
 )
 from clinalign.toy.paths import assets_dir, base_model_dir, evaluator_critic_dir, training_critic_dir
@@ -27,6 +29,7 @@ from clinalign.toy.paths import assets_dir, base_model_dir, evaluator_critic_dir
 __all__ = [
     "CHECKLIST_ATTRIBUTES",
     "CLASSES",
+    "SKIN_TONES",
     "ToyDerm",
     "ToyDermAttributes",
     "ToyDermFiles",
@@ -41,6 +44,7 @@ __all__ = [
     "generate_split",
     "label_prompt",
     "render_image",
+    "skin_tone_of",
     "training_critic_dir",
     "write_toyderm",
 ]

@@ -52,6 +52,9 @@ _SKIN_TONES: tuple[tuple[str, tuple[float, float, float]], ...] = (
     ("dark", (0.38, 0.25, 0.17)),
 )
 
+#: the skin-tone names, lightest first
+SKIN_TONES: tuple[str, ...] = tuple(name for name, _ in _SKIN_TONES)
+
 _BROWNS = {
     "light brown": (0.62, 0.42, 0.26),
     "brown": (0.45, 0.28, 0.16),
@@ -190,6 +193,26 @@ def _size_word(diameter_frac: float) -> str:
     if diameter_frac < 0.5:
         return "medium"
     return "large"
+
+
+def skin_tone_of(image: np.ndarray) -> str:
+    """The skin tone an image shows: the palette tone nearest to the median colour of its 3-pixel border.
+
+    ``image`` is an RGB array [H, W, 3], uint8 or float in [0, 1]. Lesions sit away from the border, so on
+    real ToyDerm images this recovers the recorded tone almost always (a check in the tests); on generated
+    images it says whether a model drew the tone its prompt names.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ConfigError(f"expected an RGB image [H, W, 3], got shape {a.shape}.")
+    if a.max() > 1.0:
+        a = a / 255.0
+    border = np.concatenate(
+        [a[:3].reshape(-1, 3), a[-3:].reshape(-1, 3), a[:, :3].reshape(-1, 3), a[:, -3:].reshape(-1, 3)]
+    )
+    colour = np.median(border, axis=0)
+    palette = np.array([rgb for _, rgb in _SKIN_TONES])
+    return _SKIN_TONES[int(np.argmin(((palette - colour) ** 2).sum(1)))][0]
 
 
 def render_image(
