@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_support import run
 from enrich_fixtures import make_records
 from test_data_adapters_streaming import reference_patient_split
 
-from clinalign.cli import main
 from clinalign.data import load_generic
 from clinalign.data.subsets import SplitManifest
 from clinalign.enrich import EnrichConfig, get_preset
@@ -21,16 +21,6 @@ LABELS = ["melanoma", "nevus", "keratosis"]
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLINALIGN_TRACEBACK", raising=False)
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _manifest(tmp_path: Path, n: int, *, split_column: bool) -> Path:

@@ -17,9 +17,9 @@ import zlib
 from pathlib import Path
 
 import pytest
+from cli_support import run
 from enrich_fixtures import make_records, read_lines
 
-from clinalign.cli import main
 from clinalign.enrich import get_preset
 from clinalign.enrich.testing import (
     LoopbackServer,
@@ -37,16 +37,6 @@ SRC = Path(__file__).parents[1] / "src"
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLINALIGN_TEST_KEY", SECRET)
     monkeypatch.delenv("CLINALIGN_TRACEBACK", raising=False)
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _manifest(tmp_path: Path, labels: list[str], *, extra_rows: list[tuple[str, str]] = ()) -> Path:

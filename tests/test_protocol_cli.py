@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import run
 from PIL import Image
 
-from clinalign.cli import main
 from clinalign.enrich import get_preset
 from clinalign.enrich.testing import LoopbackServer, valid_reply_handler
 from clinalign.probe import LinearProbe
@@ -22,16 +22,6 @@ CODES = {"adenosis": ("B", "A"), "ductal carcinoma": ("M", "DC")}
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLINALIGN_TEST_KEY", "sk-protocol-test")
     monkeypatch.delenv("CLINALIGN_TRACEBACK", raising=False)
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _breakhis(root: Path, patients: int = 8, per_patient: int = 3) -> Path:
