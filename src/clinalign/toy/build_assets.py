@@ -35,7 +35,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clinalign.toy.dataset import CLASSES, SKIN_TONES, ToyDerm, checklists, label_prompt, text_corpus
+from clinalign.toy.dataset import (
+    CLASSES,
+    SKIN_TONES,
+    ToyDerm,
+    checklists,
+    label_prompt,
+    skin_tone_of,
+    text_corpus,
+)
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -93,6 +101,10 @@ class BuildConfig:
     # half-knows the tone words too, so its text encoder represents them and finetuning can close that gap
     tone_caption_fraction: float = 0.5
     tone_noise: float = 0.5
+    # std of a per-image, per-channel constant added to the training noise ("offset noise"). Without it the
+    # noise schedule never reaches zero SNR, the mean colour of the initial noise survives sampling and the
+    # base cannot choose the skin tone (the image's dominant colour) whatever the prompt says
+    offset_noise: float = 0.1
     # critics
     training_critic: CriticSpec = field(
         default_factory=lambda: CriticSpec(
@@ -347,6 +359,9 @@ def train_base(
         caption[drop] = empty
         hidden = text_encoder(prompt_ids[caption]).last_hidden_state
         noise = torch.randn(latents.shape, generator=generator)
+        if cfg.offset_noise > 0:
+            offset = torch.randn((*latents.shape[:2], 1, 1), generator=generator)
+            noise = noise + cfg.offset_noise * offset
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=generator)
         noisy = noise_scheduler.add_noise(latents, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=hidden).sample
@@ -667,11 +682,12 @@ def evaluate_base(base_dir: Path, evaluator_dir: Path, data: ToyDerm, cfg: Build
     results: dict[str, Any] = {}
     per = cfg.eval_samples_per_class
     test = data.test
-    ep_prompts, ep_labels = [], []
+    ep_prompts, ep_labels, ep_tones = [], [], []
     for c in range(len(CLASSES)):
         chosen = [s for s in test if s.label_index == c][:per]
         ep_prompts += [s.prompt for s in chosen]
         ep_labels += [c] * len(chosen)
+        ep_tones += [s.attributes.skin_tone for s in chosen]
     for kind, prompts, y in (
         ("label_prompts", [label_prompt(c) for c in CLASSES for _ in range(per)], np.repeat(np.arange(4), per)),
         ("enriched_prompts", ep_prompts, np.array(ep_labels)),
@@ -693,6 +709,12 @@ def evaluate_base(base_dir: Path, evaluator_dir: Path, data: ToyDerm, cfg: Build
         results[f"{kind}_per_class"] = {
             CLASSES[c]: round(float((pred[y == c] == c).mean()), 3) for c in range(len(CLASSES)) if (y == c).any()
         }
+        if kind == "enriched_prompts":
+            # the tone the prompt names vs the tone drawn (chance 1/6)
+            drawn = [skin_tone_of(img.permute(1, 2, 0).numpy()) for img in imgs]
+            results["enriched_prompts_tone_accuracy"] = round(
+                float(np.mean([d == t for d, t in zip(drawn, ep_tones, strict=True)])), 4
+            )
         if kind == "label_prompts":
             results["_grid"] = imgs
     return results
