@@ -107,3 +107,33 @@ def test_texts_fit_the_critics_and_base_token_limits():
         longest = max(len(ids) for ids in tokenizer(texts).input_ids)
         assert longest <= tokenizer.model_max_length, f"{directory}: {longest} tokens"
         assert tokenizer.eos_token_id != 2  # CLIP pools at EOS only when eos_token_id != 2
+
+
+def test_base_draws_the_skin_tone_its_prompt_names():
+    # the base was trained with tone captions and offset noise so that the tone (the image's mean colour) is a
+    # property of the prompt; without offset noise it came from the initial noise and matched the prompt at
+    # chance (1/6). Same seeds for both tones: only the prompt differs.
+    from diffusers import StableDiffusionPipeline
+
+    from clinalign.toy import skin_tone_of
+
+    pipe = StableDiffusionPipeline.from_pretrained(paths.base_model_dir())
+    pipe.set_progress_bar_config(disable=True)
+    drawn: dict[str, list[str]] = {}
+    for tone in ("very light", "dark"):
+        prompts = [f"dermatology photo of {label}, {tone} skin" for label in CLASSES for _ in range(3)]
+        images = pipe(
+            prompts,
+            num_inference_steps=20,
+            guidance_scale=3.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
+        drawn[tone] = [skin_tone_of(image) for image in images]
+    tones = ["very light", "light", "medium", "olive", "brown", "dark"]
+    light = [tones.index(t) for t in drawn["very light"]]
+    dark = [tones.index(t) for t in drawn["dark"]]
+    # every image of a dark-skin prompt is darker than the image of the very-light prompt with the same noise
+    assert all(d > v for d, v in zip(dark, light, strict=True)), drawn
+    # and by a wide margin: on average at least two of the palette's five steps between very light and dark
+    assert sum(dark) / len(dark) - sum(light) / len(light) >= 2.0, drawn

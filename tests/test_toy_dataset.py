@@ -16,13 +16,16 @@ from clinalign.toy import (
     SKIN_TONES,
     ToyDerm,
     checklist,
+    checklist_attributes,
     checklists,
     enriched_prompt,
     generate_split,
+    label_prompt,
     render_image,
     skin_tone_of,
     write_toyderm,
 )
+from clinalign.toy.enrich import toyderm_preset
 
 
 def test_same_seed_same_images_and_prompts():
@@ -103,24 +106,37 @@ def test_lesion_colours_differ_from_skin_the_expected_way():
     assert all(d < -20 for d in centre_minus_corner("melanoma"))
 
 
-def test_enriched_prompts_positive_no_diagnosis():
+def test_enriched_prompts_come_from_the_preset():
+    # one source of truth: the row's t_ep is the toyderm preset's rendering of the recorded attributes
+    preset = toyderm_preset()
     for sample in generate_split("train", 40, seed=1):
         text = sample.prompt
-        assert not re.search(r"\b(no|not|without|absent|absence)\b", text), text
-        for name in CLASSES:
-            assert name not in text, text
-        assert len(text.split()) < 45
         attrs = sample.attributes
-        assert attrs.skin_tone in text and attrs.size in text
+        fields = {
+            "skin_tone": attrs.skin_tone, "size": attrs.size, "shape": attrs.shape, "lesion_type": attrs.lesion_type,
+            "location": attrs.position, "border": attrs.border, "colours": list(attrs.colours),
+            "texture": attrs.texture,
+        }  # fmt: skip
+        assert text == preset.render(preset.validate(fields, attrs.label), attrs.label)
         assert enriched_prompt(attrs) == text
+        assert not re.search(r"\b(no|not|without|absent|absence)\b", text), text
+        # the diagnosis is named once (the generator's label prompt is its prefix), no other class is
+        assert text.startswith(f"{label_prompt(attrs.label)}, {attrs.skin_tone} skin, {attrs.size} "), text
+        for name in CLASSES:
+            assert (name in text) == (name == attrs.label), text
+        assert f"in the {attrs.position}" in text and attrs.border in text
 
 
 def test_checklists_have_all_attributes():
     lists = checklists()
+    preset = toyderm_preset()
     assert list(lists) == list(CLASSES)
+    assert list(CHECKLIST_ATTRIBUTES) == preset.checklist_attributes
     for label, text in lists.items():
+        assert text == preset.render_checklist(label, None)
+        assert text.startswith(f"{label}. ")
         for attribute in CHECKLIST_ATTRIBUTES:
-            assert f"{attribute}:" in text
+            assert f"{attribute}: {checklist_attributes(label)[attribute]}" in text
         assert checklist(label) == text
         assert not re.search(r"\b(no|not|without)\b", text)
     with pytest.raises(ConfigError, match="label must be one of"):

@@ -35,7 +35,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clinalign.toy.dataset import CLASSES, ToyDerm, checklists, label_prompt, text_corpus
+from clinalign.toy.dataset import (
+    CLASSES,
+    SKIN_TONES,
+    ToyDerm,
+    checklists,
+    label_prompt,
+    skin_tone_of,
+    text_corpus,
+)
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -88,6 +96,15 @@ class BuildConfig:
     # fraction of training captions whose label is replaced by a uniformly drawn one (possibly the same):
     # the base learns each class prompt as a mixture, the way a web-trained model half-knows medical terms
     label_noise: float = 0.5
+    # fraction of training captions that also name the skin tone ("dermatology photo of melanoma, dark skin"),
+    # and the fraction of those whose tone is replaced by a uniformly drawn one (possibly the same): the base
+    # half-knows the tone words too, so its text encoder represents them and finetuning can close that gap
+    tone_caption_fraction: float = 0.5
+    tone_noise: float = 0.5
+    # std of a per-image, per-channel constant added to the training noise ("offset noise"). Without it the
+    # noise schedule never reaches zero SNR, the mean colour of the initial noise survives sampling and the
+    # base cannot choose the skin tone (the image's dominant colour) whatever the prompt says
+    offset_noise: float = 0.1
     # critics
     training_critic: CriticSpec = field(
         default_factory=lambda: CriticSpec(
@@ -254,8 +271,14 @@ def _build_tokenizer(out_dir: Path, max_length: int = 77):
     return build_word_tokenizer(out_dir, corpus=text_corpus(), vocab_size=600, model_max_length=max_length)
 
 
-def train_base(images: torch.Tensor, labels: torch.Tensor, vae, tokenizer, cfg: BuildConfig):
-    """Train a CLIPTextModel + UNet2DConditionModel on VAE latents with label-only prompts."""
+def train_base(
+    images: torch.Tensor, labels: torch.Tensor, vae, tokenizer, cfg: BuildConfig, tones: torch.Tensor | None = None
+):
+    """Train a CLIPTextModel + UNet2DConditionModel on VAE latents with label prompts (some naming the tone).
+
+    ``tones`` holds each image's index in :data:`SKIN_TONES`; without it (or with
+    ``cfg.tone_caption_fraction == 0``) every caption is label-only.
+    """
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -299,7 +322,15 @@ def train_base(images: torch.Tensor, labels: torch.Tensor, vae, tokenizer, cfg: 
             stds.append(posterior.std)
         lat_mean, lat_std = torch.cat(means), torch.cat(stds)
     scale = vae.config.scaling_factor
-    prompts = [label_prompt(c) for c in CLASSES] + [""]
+    # caption table: for class c and tone slot k (k = len(SKIN_TONES): no tone) row c * (n_tones + 1) + k; "" last
+    n_tones = len(SKIN_TONES)
+    prompts = [
+        label_prompt(c) if k == n_tones else f"{label_prompt(c)}, {SKIN_TONES[k]} skin"
+        for c in CLASSES
+        for k in range(n_tones + 1)
+    ] + [""]
+    empty = len(prompts) - 1
+    use_tones = tones is not None and cfg.tone_caption_fraction > 0
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
     prompt_ids = ids.input_ids
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -317,9 +348,20 @@ def train_base(images: torch.Tensor, labels: torch.Tensor, vae, tokenizer, cfg: 
             noisy = torch.rand(len(idx), generator=generator) < cfg.label_noise
             which[noisy] = torch.randint(0, len(CLASSES), (int(noisy.sum()),), generator=generator)
         drop = torch.rand(len(idx), generator=generator) < cfg.caption_dropout
-        which[drop] = len(CLASSES)
-        hidden = text_encoder(prompt_ids[which]).last_hidden_state
+        tone_slot = torch.full_like(which, n_tones)
+        if use_tones:
+            named = torch.rand(len(idx), generator=generator) < cfg.tone_caption_fraction
+            tone = tones[idx].clone()
+            wrong = torch.rand(len(idx), generator=generator) < cfg.tone_noise
+            tone[wrong] = torch.randint(0, n_tones, (int(wrong.sum()),), generator=generator)
+            tone_slot[named] = tone[named]
+        caption = which * (n_tones + 1) + tone_slot
+        caption[drop] = empty
+        hidden = text_encoder(prompt_ids[caption]).last_hidden_state
         noise = torch.randn(latents.shape, generator=generator)
+        if cfg.offset_noise > 0:
+            offset = torch.randn((*latents.shape[:2], 1, 1), generator=generator)
+            noise = noise + cfg.offset_noise * offset
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=generator)
         noisy = noise_scheduler.add_noise(latents, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=hidden).sample
@@ -640,11 +682,12 @@ def evaluate_base(base_dir: Path, evaluator_dir: Path, data: ToyDerm, cfg: Build
     results: dict[str, Any] = {}
     per = cfg.eval_samples_per_class
     test = data.test
-    ep_prompts, ep_labels = [], []
+    ep_prompts, ep_labels, ep_tones = [], [], []
     for c in range(len(CLASSES)):
         chosen = [s for s in test if s.label_index == c][:per]
         ep_prompts += [s.prompt for s in chosen]
         ep_labels += [c] * len(chosen)
+        ep_tones += [s.attributes.skin_tone for s in chosen]
     for kind, prompts, y in (
         ("label_prompts", [label_prompt(c) for c in CLASSES for _ in range(per)], np.repeat(np.arange(4), per)),
         ("enriched_prompts", ep_prompts, np.array(ep_labels)),
@@ -666,6 +709,12 @@ def evaluate_base(base_dir: Path, evaluator_dir: Path, data: ToyDerm, cfg: Build
         results[f"{kind}_per_class"] = {
             CLASSES[c]: round(float((pred[y == c] == c).mean()), 3) for c in range(len(CLASSES)) if (y == c).any()
         }
+        if kind == "enriched_prompts":
+            # the tone the prompt names vs the tone drawn (chance 1/6)
+            drawn = [skin_tone_of(img.permute(1, 2, 0).numpy()) for img in imgs]
+            results["enriched_prompts_tone_accuracy"] = round(
+                float(np.mean([d == t for d, t in zip(drawn, ep_tones, strict=True)])), 4
+            )
         if kind == "label_prompts":
             results["_grid"] = imgs
     return results
@@ -756,7 +805,8 @@ def build_assets(
             vae = _load_vae(out / "base")
             _log(f"unet stage: reusing the VAE in {out / 'base' / 'vae'}")
         t = time.time()
-        unet, text_encoder, base_info = train_base(train_images, train_labels, vae, tokenizer, cfg)
+        tones = torch.tensor([SKIN_TONES.index(s.attributes.skin_tone) for s in data.train])
+        unet, text_encoder, base_info = train_base(train_images, train_labels, vae, tokenizer, cfg, tones=tones)
         info["base"] = base_info
         info["timings_s"]["unet"] = round(time.time() - t, 1)
         save_base(out / "base", vae, unet, text_encoder, tokenizer)

@@ -364,88 +364,35 @@ def render_image(
 # ---------------------------------------------------------------------------------------------- text
 
 
-def _join(words: Sequence[str]) -> str:
-    words = list(words)
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]
-
-
 def enriched_prompt(attributes: ToyDermAttributes) -> str:
-    """The per-image enriched prompt ``t_ep`` for ``attributes``.
+    """The per-image enriched prompt ``t_ep`` for ``attributes``, rendered by the ``toyderm`` preset.
 
-    Written as an MLLM given the true label would write it: visible signs only, no diagnosis, positive
-    phrasing (no negations), one sentence per checklist attribute, well under 77 tokens.
+    The image's recorded attributes are the JSON an MLLM constrained to the true label would return; the
+    preset (``clinalign/toy/toyderm.yaml``) validates and renders them, exactly as ``clinalign enrich``
+    renders a real dataset's replies. There is no second text template: the toy data, the critics'
+    training texts and the quickstart's enrichment all come from the preset.
     """
-    a = attributes
-    where = "in the centre" if a.position == "centre" else f"in the {a.position}"
-    head = f"dermatology photo, {a.skin_tone} skin."
-    if a.label == "benign nevus":
-        body = (
-            f"a {a.size} {a.shape} brown macule {where}, {a.border}, "
-            f"{a.colours[0]} colour, smooth even surface, symmetric."
-        )
-    elif a.label == "melanoma":
-        body = (
-            f"a {a.size} asymmetric pigmented plaque {where}, irregular notched border, "
-            f"several colours: {_join(list(a.colours))}, mottled surface."
-        )
-    elif a.label == "erythema multiforme":
-        body = (
-            f"a {a.size} round target lesion {where} with concentric rings: "
-            "dusky dark centre, pale middle ring and red outer ring, smooth surface."
-        )
-    else:
-        body = (
-            f"a {a.size} milky white depigmented patch {where}, sharp irregular outline, "
-            "smooth even surface, surrounding skin of normal colour."
-        )
-    return f"{head} {body}"
+    from clinalign.toy.enrich import render_enriched_prompt
 
-
-_CHECKLISTS: dict[str, dict[str, str]] = {
-    "benign nevus": {
-        "Location": "single lesion on otherwise even skin",
-        "Lesion Type": "pigmented macule",
-        "Shape/Size": "small, round or slightly oval, symmetric, smooth regular border",
-        "Color": "uniform brown, one colour",
-        "Texture": "smooth even surface",
-    },
-    "melanoma": {
-        "Location": "single lesion on otherwise even skin",
-        "Lesion Type": "pigmented plaque",
-        "Shape/Size": "large, asymmetric, irregular notched border",
-        "Color": "several colours: dark brown, black, blue-grey, red",
-        "Texture": "mottled variegated surface",
-    },
-    "erythema multiforme": {
-        "Location": "single lesion on otherwise even skin",
-        "Lesion Type": "target lesion",
-        "Shape/Size": "round, concentric rings, well-defined edge",
-        "Color": "dusky dark centre, pale middle ring, red outer ring",
-        "Texture": "smooth surface",
-    },
-    "vitiligo": {
-        "Location": "single patch on otherwise normally pigmented skin",
-        "Lesion Type": "depigmented patch",
-        "Shape/Size": "large, sharp irregular outline",
-        "Color": "milky white",
-        "Texture": "smooth even surface",
-    },
-}
+    return render_enriched_prompt(asdict(attributes), attributes.label)
 
 
 def checklist_attributes(label: str) -> dict[str, str]:
-    """The structured class checklist for ``label``: attribute -> required finding."""
-    if label not in _CHECKLISTS:
+    """The structured class checklist for ``label`` (attribute -> required finding), from the preset."""
+    from clinalign.toy.enrich import toyderm_preset
+
+    if label not in CLASSES:
         raise ConfigError(f"label must be one of {list(CLASSES)}, got {label!r}.")
-    return dict(_CHECKLISTS[label])
+    return dict(toyderm_preset().checklist(label) or {})
 
 
 def checklist(label: str) -> str:
-    """The class checklist ``t_c`` for ``label`` as one string ("Location: ...; Lesion Type: ...; ...")."""
-    attrs = checklist_attributes(label)
-    return "; ".join(f"{key}: {attrs[key]}" for key in CHECKLIST_ATTRIBUTES) + "."
+    """The class checklist ``t_c`` for ``label``, rendered by the preset ("melanoma. Location: ...; ...")."""
+    from clinalign.toy.enrich import toyderm_preset
+
+    if label not in CLASSES:
+        raise ConfigError(f"label must be one of {list(CLASSES)}, got {label!r}.")
+    return toyderm_preset().render_checklist(label, None)
 
 
 def checklists() -> dict[str, str]:

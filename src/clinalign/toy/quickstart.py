@@ -69,9 +69,14 @@ class QuickstartConfig(BaseModel):
     eval_inference_steps: int = Field(20, ge=1, description="Denoising steps when generating for evaluation.")
     guidance_scale: float = Field(3.0, ge=0, description="Classifier-free guidance at training and generation.")
     # --- training
-    craft_steps: int | None = Field(None, ge=1, description="CRAFT optimiser steps (default 200; fast 60).")
+    craft_steps: int | None = Field(None, ge=1, description="CRAFT optimiser steps (default 120; fast 60).")
     lora_steps: int | None = Field(None, ge=1, description="LoRA-baseline steps (default: as CRAFT).")
     craft_learning_rate: float = Field(3e-3, gt=0, description="CRAFT learning rate.")
+    craft_lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant",
+        description="CRAFT's learning-rate schedule; linear and cosine warm up over a tenth of the steps first "
+        "(the LoRA baseline keeps a constant rate).",
+    )
     lora_learning_rate: float = Field(3e-3, gt=0, description="LoRA-baseline learning rate (tuned separately).")
     batch_size: int = Field(8, ge=1, description="Prompts per step.")
     lora_rank: int = Field(8, ge=1, description="LoRA rank.")
@@ -109,7 +114,7 @@ class QuickstartConfig(BaseModel):
         defaults: dict[str, Callable[[], Any]] = {
             "n_train": lambda: 800 if fast else 2000,
             "n_test": lambda: 120 if fast else 400,
-            "craft_steps": lambda: 60 if fast else 200,
+            "craft_steps": lambda: 60 if fast else 120,
             "craft_seeds": lambda: [self.seed] if fast else [self.seed, self.seed + 1],
             "n_boot": lambda: 200 if fast else 1000,
             "diversity_prompts": lambda: 4 if fast else 8,
@@ -220,6 +225,8 @@ def _train_lora(
         lambda_reward=0.8 if craft else 0.0,
         lora_rank=cfg.lora_rank,
         learning_rate=cfg.craft_learning_rate if craft else cfg.lora_learning_rate,
+        lr_scheduler=cfg.craft_lr_scheduler if craft else "constant",
+        lr_warmup_steps=max(1, cfg.craft_steps // 10) if craft and cfg.craft_lr_scheduler != "constant" else 0,
         weight_decay=0.0,
         batch_size=cfg.batch_size,
         max_steps=cfg.craft_steps if craft else cfg.lora_steps,
