@@ -127,3 +127,30 @@ def test_quickstart_runs_the_evaluation_checks(quickstart_run):
 
 def _rows_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(("craft", "scheduler"), [(True, "cosine"), (True, "constant"), (False, "cosine")])
+def test_craft_lr_schedule_reaches_the_trainer(craft, scheduler, tmp_path, monkeypatch):
+    # the schedule (with a warmup of a tenth of the steps) applies to CRAFT only; the LoRA baseline stays constant
+    import clinalign.training
+    from clinalign.toy import quickstart as qs
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, *, model, rewards, config, train_data):
+            seen["config"] = config
+            raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(clinalign.training, "DraftKTrainer", Recorder)
+    cfg = QuickstartConfig(out_dir=str(tmp_path), fast=True, craft_steps=40, craft_lr_scheduler=scheduler).resolved()
+    with pytest.raises(KeyboardInterrupt):
+        qs._train_lora(cfg, name="m", seed=0, rewards=[] if craft else None, train_rows=[], out=tmp_path / "m")
+    config = seen["config"]
+    if craft:
+        assert config.lr_scheduler == scheduler
+        assert config.lr_warmup_steps == (4 if scheduler == "cosine" else 0)
+        assert config.learning_rate == cfg.craft_learning_rate
+    else:
+        assert (config.lr_scheduler, config.lr_warmup_steps) == ("constant", 0)
+        assert config.learning_rate == cfg.lora_learning_rate
