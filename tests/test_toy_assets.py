@@ -115,7 +115,7 @@ def test_base_draws_the_skin_tone_its_prompt_names():
     # chance (1/6). Same seeds for both tones: only the prompt differs.
     from diffusers import StableDiffusionPipeline
 
-    from clinalign.toy import skin_tone_of
+    from clinalign.toy import SKIN_TONES, skin_tone_of
 
     pipe = StableDiffusionPipeline.from_pretrained(paths.base_model_dir())
     pipe.set_progress_bar_config(disable=True)
@@ -130,9 +130,8 @@ def test_base_draws_the_skin_tone_its_prompt_names():
             output_type="np",
         ).images
         drawn[tone] = [skin_tone_of(image) for image in images]
-    tones = ["very light", "light", "medium", "olive", "brown", "dark"]
-    light = [tones.index(t) for t in drawn["very light"]]
-    dark = [tones.index(t) for t in drawn["dark"]]
+    light = [SKIN_TONES.index(t) for t in drawn["very light"]]
+    dark = [SKIN_TONES.index(t) for t in drawn["dark"]]
     # every image of a dark-skin prompt is darker than the image of the very-light prompt with the same noise
     assert all(d > v for d, v in zip(dark, light, strict=True)), drawn
     # and by a wide margin: on average at least two of the palette's five steps between very light and dark

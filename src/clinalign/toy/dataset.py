@@ -12,8 +12,8 @@ counterparts do in dermatology atlases:
 Images are drawn at ``render_scale`` times the output size with supersampled edges and reduced with a
 box filter, so 32x32 outputs keep the borders and rings legible. Every image records the attributes
 it was drawn from (:class:`ToyDermAttributes`); the per-image enriched prompt ``t_ep`` and the per-class
-checklists ``t_c`` are written from them, the way an MLLM constrained to the true label would describe
-the image: visible signs only, no diagnosis, positive phrasing.
+checklists ``t_c`` are rendered from them by the ``toyderm`` enrichment preset, the way an MLLM constrained to
+the true label would describe the image: the label prompt, then visible signs only, positive phrasing.
 
 Everything is deterministic given the seed: image ``i`` of a split is drawn from its own
 ``numpy.random.SeedSequence((seed, split_code, i))``, so subsets and splits never depend on each other.
@@ -412,7 +412,7 @@ def text_corpus() -> list[str]:
         for i in range(40):
             _, attrs = render_image(label, 10_000_000 + i, size=16, render_scale=1)
             lines.append(enriched_prompt(attrs))
-    lines += [name for name, _ in _SKIN_TONES] + [p for _, p in _POSITIONS]
+    lines += list(SKIN_TONES) + [p for _, p in _POSITIONS]
     lines += list(_BROWNS) + list(_MELANOMA_COLOURS) + ["small medium large round oval uniform"]
     return lines
 
