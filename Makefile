@@ -43,7 +43,7 @@ docs: dev
 	$(BIN)/python -m mkdocs build --strict --quiet --site-dir build/site
 
 # Build sdist + wheel, install the wheel into a throwaway --target and run `clinalign --help` and
-# `clinalign quickstart --fast` from a temporary folder with the checkout not importable (~2 min).
+# `clinalign quickstart --fast` from a temporary folder with the checkout not importable (~4 min).
 wheel-check: dev
 	$(BIN)/python .ci/wheel_check.py
 

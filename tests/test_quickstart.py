@@ -99,6 +99,28 @@ def test_craft_beats_the_zero_shot_baseline_on_the_same_prompts(quickstart_run):
     assert gain["ci"][0] > 0
 
 
+def test_every_printed_check_holds_on_the_fast_run(quickstart_run):
+    # the four conclusions the console prints, each recomputed from the per-image CSVs: CRAFT's mean CAS is above
+    # both baselines' and fewer of its images fall below τ (the real test images' 0.25-quantile)
+    out, result = quickstart_run
+    real = np.array([float(r["cas"]) for r in _rows(out / "cas" / "real_per_image.csv")])
+    tau = float(np.quantile(real, 0.25))
+    cas: dict[str, list[float]] = {}
+    for row in _rows(out / "cas" / "per_image.csv"):
+        cas.setdefault(row["method"], []).append(float(row["cas"]))
+    mean = {m: float(np.mean(v)) for m, v in cas.items()}
+    below = {m: float((np.array(v) < tau).mean()) for m, v in cas.items()}
+    print(f"\nimages at or above τ: { {m: int(sum(x >= tau for x in v)) for m, v in cas.items()} }")
+    expected = {
+        "craft_cas_above_zero_shot": mean["craft"] > mean["zero_shot"],
+        "craft_cas_above_lora": mean["craft"] > mean["lora"],
+        "craft_frac_below_tau_under_zero_shot": below["craft"] < below["zero_shot"],
+        "craft_frac_below_tau_under_lora": below["craft"] < below["lora"],
+    }
+    assert result.summary["checks"] == expected
+    assert all(expected.values()), expected
+
+
 def test_quickstart_runs_the_evaluation_checks(quickstart_run):
     from clinalign.critics import load_critic
     from clinalign.critics.embed import embed_image_files

@@ -17,7 +17,9 @@ class QuickstartBaselines(str, Enum):
 
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Output directory (reruns resume)."),
-    fast: bool = typer.Option(False, "--fast", help="Smaller data, fewer steps, one CRAFT seed (about 2 minutes)."),
+    fast: bool = typer.Option(
+        False, "--fast", help="Smaller data, fewer held-out prompts, one CRAFT seed (about 4 minutes)."
+    ),
     seed: int = typer.Option(0, help="Seed of the data, generation and the first CRAFT run."),
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
     baselines: QuickstartBaselines = typer.Option(
