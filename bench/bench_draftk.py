@@ -3,12 +3,14 @@
 Prints, side by side:
 
 1. step time vs the sum of its necessary parts timed alone (T−K no-grad UNet calls, K grad UNet
-   forward+backward, VAE decode forward+backward, critic forward+backward); goal <= 1.15;
+   forward+backward, VAE decode forward+backward, critic forward+backward); goal <= 1.10;
 2. bytes saved for backward per step (counted with ``torch.autograd.graph.saved_tensors_hooks``) at
-   T=50 vs T=10 with K=1 (must stay within 5%), and full backprop through all steps for contrast;
+   T=50 vs T=10 with K=1 (goal <= 1.02), and full backprop through all steps for contrast;
 3. our step time and saved bytes as ratios of trl 0.23.1 AlignProp's differentiable sampling
    (``DefaultDDPOStableDiffusionPipeline.rgb_with_grad`` with fixed truncation at K=1) on the same
-   pipeline, LoRA, T, CFG and batch; goal: ratios < 1.
+   pipeline, LoRA, T, CFG and batch; goals: time <= 0.60, bytes < 1. The time row is printed beside its floor,
+   the sum of the necessary parts ÷ trl's step, timed in the same interleaved block: both samplers make the
+   same UNet calls, so no step that makes them with the same UNet forward can go below that floor.
 
 Run: ``python bench/bench_draftk.py [--steps 20] [--batch 2] [--resolution 32] [--repeats 5]``
 (``pip install 'clinalign[bench]'`` installs trl==0.23.1; install it with ``--no-deps``).
@@ -209,8 +211,14 @@ def main() -> None:
             loss.backward()
             return counter.total
 
-        head = interleaved({"ours": lambda: our_step(ckpt=True), "trl": trl_step}, args.repeats)
-        trl_row = (head["ours"], head["trl"], our_saved(T, K), trl_saved(T), trl_saved(50))
+        def all_parts() -> None:
+            part_nograd_unet()
+            part_grad_unet()
+            part_vae()
+            part_critic()
+
+        head = interleaved({"ours": lambda: our_step(ckpt=True), "trl": trl_step, "parts": all_parts}, args.repeats)
+        trl_row = (head["ours"], head["trl"], head["parts"], our_saved(T, K), trl_saved(T), trl_saved(50))
 
     mib = 1 / 2**20
 
@@ -221,17 +229,23 @@ def main() -> None:
     print()
     print(f"DRaFT-K benchmark: tiny SD, {R}x{R}, batch {B}, T={T}, K={K}, CFG {G}, LoRA r{LORA.rank} all attention")
     row("measure", "value", None, "ratio / goal")
-    row("step time, checkpointed (s)", f"{timings['step']:.4f}", timings["step"] / parts, "<= 1.15 x parts")
+    row("step time, checkpointed (s)", f"{timings['step']:.4f}", timings["step"] / parts, "<= 1.10 x parts")
     row("step time, no checkpointing (s)", f"{timings['step_no_ckpt']:.4f}", timings["step_no_ckpt"] / parts)
     row("  sum of parts (s)", f"{parts:.4f}")
     for name in ("nograd_unet", "grad_unet", "vae", "critic"):
         row(f"    {name}", f"{timings[name]:.4f}")
     row("saved for backward, T=10 K=1 (MiB)", f"{saved_10 * mib:.3f}")
-    row("saved for backward, T=50 K=1 (MiB)", f"{saved_50 * mib:.3f}", saved_50 / saved_10, "T=50 / T=10 <= 1.05")
+    row("saved for backward, T=50 K=1 (MiB)", f"{saved_50 * mib:.3f}", saved_50 / saved_10, "T=50 / T=10 <= 1.02")
     row("saved for backward, T=50 K=50 full (MiB)", f"{saved_full * mib:.3f}", saved_full / saved_10, "contrast")
     if trl_row is not None:
-        ours_t, trl_t, ours_b, trl_b, trl_b50 = trl_row
-        row("step time, ours / trl AlignProp rgb_with_grad (s)", f"{ours_t:.3f}/{trl_t:.3f}", ours_t / trl_t, "< 1")
+        ours_t, trl_t, parts_t, ours_b, trl_b, trl_b50 = trl_row
+        row("step time, ours / trl AlignProp rgb_with_grad (s)", f"{ours_t:.3f}/{trl_t:.3f}", ours_t / trl_t, "<= 0.60")
+        row(
+            "  floor: sum of parts / trl, same block (s)",
+            f"{parts_t:.3f}/{trl_t:.3f}",
+            parts_t / trl_t,
+            "lowest reachable",
+        )
         row(f"saved bytes at T={T}, ours / trl (MiB)", f"{ours_b * mib:.2f}/{trl_b * mib:.2f}", ours_b / trl_b, "< 1")
         row(
             "saved bytes at T=50, ours / trl (MiB)",
