@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 
 import numpy as np
 import pytest
+import torch
 
 from clinalign.cli import main
 from clinalign.toy.quickstart import QuickstartConfig, run_quickstart
@@ -15,8 +17,15 @@ from clinalign.toy.quickstart import QuickstartConfig, run_quickstart
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
+    # the suite's largest item: run it on both cores (the rest of the suite keeps one thread, see conftest), as a
+    # user's `clinalign quickstart --fast` would; docs/toy.md's fast table has this setting (torch 2.14.1, 2 threads)
     out = tmp_path_factory.mktemp("quickstart")
-    result = run_quickstart(QuickstartConfig(out_dir=str(out), fast=True, progress=False), log=lambda _: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    try:
+        result = run_quickstart(QuickstartConfig(out_dir=str(out), fast=True, progress=False), log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
     return out, result
 
 
