@@ -185,3 +185,27 @@ def test_craft_lr_schedule_reaches_the_trainer(craft, scheduler, tmp_path, monke
     else:
         assert (config.lr_scheduler, config.lr_warmup_steps) == ("constant", 0)
         assert config.learning_rate == cfg.lora_learning_rate
+
+
+def test_a_rerun_with_other_settings_is_refused_before_any_work(tmp_path, capsys):
+    # a folder from an earlier run with other settings (here: the 60-step --fast of earlier releases) would have its
+    # finished steps reused under the new settings; the rerun is refused, naming each changed setting
+    from clinalign.errors import ConfigError
+    from clinalign.toy.quickstart import _check_same_settings
+
+    cfg = QuickstartConfig(out_dir=str(tmp_path), fast=True, progress=False)
+    saved = cfg.resolved().model_dump()
+    saved.update(craft_steps=60, lora_steps=60)
+    (tmp_path / "quickstart_config.json").write_text(json.dumps(saved))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ConfigError, match=r"craft_steps: 60 -> 120; lora_steps: 60 -> 120\)"):
+        run_quickstart(cfg, log=lambda _: None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["quickstart", "--fast", "--out", str(tmp_path), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "craft_steps: 60 -> 120" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    # how the run is shown, or adding the extra baselines, is no reason to refuse
+    same = cfg.resolved().model_copy(update={"progress": True, "baselines": "all"})
+    (tmp_path / "quickstart_config.json").write_text(json.dumps(cfg.resolved().model_dump()))
+    _check_same_settings(tmp_path / "quickstart_config.json", same)

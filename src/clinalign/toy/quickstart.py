@@ -452,6 +452,32 @@ def _evaluation(
     return results
 
 
+# settings that change no result: how the run is shown and where it lives; the extra baselines and the evaluation
+# checks only add steps, whose outputs a rerun then adds beside the finished ones
+_RESUME_FREE_FIELDS = frozenset({"out_dir", "progress", "baselines", "evaluation"})
+
+
+def _check_same_settings(saved: Path, cfg: QuickstartConfig) -> None:
+    """Refuse to resume a folder whose earlier run used other settings: its finished steps would be reused."""
+    if not saved.is_file():
+        return
+    try:
+        before = json.loads(saved.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{saved} cannot be read ({exc}); pass --overwrite to start over.") from exc
+    now = cfg.model_dump()
+    changed = [
+        f"{key}: {before.get(key)!r} -> {value!r}"
+        for key, value in now.items()
+        if key not in _RESUME_FREE_FIELDS and before.get(key) != value
+    ]
+    if changed:
+        raise ConfigError(
+            f"{saved.parent} holds a quickstart run with other settings, and a rerun would reuse its finished steps "
+            f"({'; '.join(changed)}). Pass --overwrite to start over there, or choose another --out."
+        )
+
+
 def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = print) -> QuickstartResult:
     """Run the eight quickstart steps; returns the summary and writes ``report.html`` and ``summary.json``."""
     from clinalign.critics import load_critic
@@ -465,6 +491,7 @@ def run_quickstart(config: QuickstartConfig, *, log: Callable[[str], None] = pri
     started = time.perf_counter()
     cfg = config.resolved()
     out = Path(cfg.out_dir)
+    _check_same_settings(out / "quickstart_config.json", cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "quickstart_config.json", cfg.model_dump())
     extra_methods = EXTRA_BASELINES if cfg.baselines == "all" else ()
