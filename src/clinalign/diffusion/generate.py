@@ -167,16 +167,9 @@ _RERUN_MAY_CHANGE = frozenset({"n_per_prompt", "prompts"})
 
 def _check_same_settings(path: Path, settings: Mapping[str, Any]) -> None:
     """Refuse to add images to a folder whose images were made with other settings (a mixed set)."""
-    from clinalign.utils.io import read_json
+    from clinalign.utils.outdir import changed_settings
 
-    if not path.is_file():
-        return
-    saved = read_json(path)
-    changed = [
-        f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}"
-        for key in sorted(set(saved) | set(settings))
-        if key not in _RERUN_MAY_CHANGE and saved.get(key) != settings.get(key)
-    ]
+    changed = changed_settings(path, settings, may_change=_RERUN_MAY_CHANGE)
     if changed:
         raise ConfigError(
             f"{path.parent} already holds images made with other settings ({'; '.join(changed)}); adding to it "

@@ -459,18 +459,9 @@ _RESUME_FREE_FIELDS = frozenset({"out_dir", "progress", "baselines", "evaluation
 
 def _check_same_settings(saved: Path, cfg: QuickstartConfig) -> None:
     """Refuse to resume a folder whose earlier run used other settings: its finished steps would be reused."""
-    if not saved.is_file():
-        return
-    try:
-        before = json.loads(saved.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{saved} cannot be read ({exc}); pass --overwrite to start over.") from exc
-    now = cfg.model_dump()
-    changed = [
-        f"{key}: {before.get(key)!r} -> {value!r}"
-        for key, value in now.items()
-        if key not in _RESUME_FREE_FIELDS and before.get(key) != value
-    ]
+    from clinalign.utils.outdir import changed_settings
+
+    changed = changed_settings(saved, cfg.model_dump(), may_change=_RESUME_FREE_FIELDS)
     if changed:
         raise ConfigError(
             f"{saved.parent} holds a quickstart run with other settings, and a rerun would reuse its finished steps "

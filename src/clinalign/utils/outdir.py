@@ -20,7 +20,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -280,12 +280,35 @@ def claim_output_dir(
     return lock
 
 
+def changed_settings(
+    saved: str | os.PathLike[str], settings: Mapping[str, Any], *, may_change: Collection[str] = ()
+) -> list[str]:
+    """What differs between the settings a folder's earlier run saved (a JSON file) and ``settings``.
+
+    Returns one ``"key: old -> new"`` per differing key, sorted, ignoring ``may_change``; an empty list when the
+    file does not exist yet. Commands that resume into a folder refuse to when this is not empty, because they would
+    reuse (or add to) what was made with other settings.
+    """
+    from clinalign.utils.io import read_json
+
+    path = Path(saved)
+    if not path.is_file():
+        return []
+    before = read_json(path)
+    return [
+        f"{key}: {before.get(key)!r} -> {settings.get(key)!r}"
+        for key in sorted(set(before) | set(settings))
+        if key not in may_change and before.get(key) != settings.get(key)
+    ]
+
+
 __all__ = [
     "LOCK_NAME",
     "LockHolder",
     "OutputInUseError",
     "OutputLock",
     "OutputLockedError",
+    "changed_settings",
     "check_output_path",
     "claim_output_dir",
     "clear_output_dir",
